@@ -1,0 +1,47 @@
+# readiness-agent: every entry point sets up what it needs first (venv, redis-server, promtool).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools run test lint bench demo-race soak clean
+
+help:
+	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
+	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
+	@echo "make bench      benchmarks (not part of CI), results table on stdout"
+	@echo "make demo-race  the WebSocket 1011 race, without and with the agent, side by side"
+
+$(BIN)/readiness-agent: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/readiness-agent
+
+tools:
+	@scripts/install-tools.sh
+
+run: venv tools
+	@scripts/run-local.sh "$(REDIS_URL)"
+
+lint: venv
+	$(BIN)/ruff check agent tests bench examples
+	$(BIN)/mypy --strict agent
+
+test: venv tools lint
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+
+bench: venv tools
+	$(BIN)/python -m bench
+
+demo-race: venv tools
+	$(BIN)/python -m examples.websocket_app.race
+
+soak: venv tools
+	$(BIN)/python -m bench.soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

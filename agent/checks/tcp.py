@@ -1,0 +1,51 @@
+"""A TCP connect check for an app's non-Redis dependencies: the port accepts a connection in time.
+
+Weaker than the Redis check by nature (a TCP accept proves little, which is why the Redis check exists);
+offered for dependencies that have no richer protocol check here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+from agent.checks import CheckResult, Reason
+from agent.config import CheckConfig
+
+
+class TcpCheck:
+    """Connect, then close. ``run`` never raises and returns within ``timeout``."""
+
+    kind = "tcp"
+
+    def __init__(self, config: CheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        assert config.address is not None
+        self.name = config.name
+        self.required = config.required
+        self.host, self.port = config.address
+        self.timeout = timeout
+        self.clock = clock
+
+    async def run(self) -> CheckResult:
+        """Open and close one connection."""
+        started = self.clock()
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            writer.close()
+        except TimeoutError:
+            return CheckResult(False, self.clock() - started, Reason.TIMEOUT, "no TCP answer in time")
+        except socket.gaierror:
+            return CheckResult(False, self.clock() - started, Reason.DNS, "host name does not resolve")
+        except OSError as exc:
+            return CheckResult(False, self.clock() - started, Reason.REFUSED, exc.strerror or "refused")
+        return CheckResult(True, self.clock() - started)
+
+    async def wait_lost(self) -> None:
+        """TCP checks keep no monitor connection."""
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        """Nothing to release."""
