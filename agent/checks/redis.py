@@ -187,7 +187,7 @@ class RedisCheck:
         self._password_file = PasswordFile(config.password_file) if config.password_file else None
         self._conn: AbstractConnection | None = None
         self._info_sections: tuple[str, ...] = ("persistence", "replication")
-        self._monitor: AbstractConnection | None = None
+        self._monitor_writer: asyncio.StreamWriter | None = None
 
     # ------------------------------------------------------------------------------------------ connections
 
@@ -280,38 +280,68 @@ class RedisCheck:
     # ------------------------------------------------------------------------------------------ the monitor
 
     async def wait_lost(self) -> None:
-        """Hold a SUBSCRIBE connection open; return when it is lost (EOF, RST) or cannot be opened.
+        """Hold a SUBSCRIBE connection open; return when it is lost (EOF, RST).
 
-        Returns immediately on failure to connect, so the caller decides when to try again (after the
-        next successful check), and never more often than its own check schedule.
+        Raises :class:`MonitorUnavailable` when it cannot be opened, so the caller decides when to try again
+        (after the next successful check). Plain asyncio streams and RESP, not redis-py: the connection only
+        has to authenticate, subscribe, and then notice that the server went away.
         """
         if not self.monitor_enabled:
             await asyncio.Event().wait()
-        conn = self._new_connection(socket_timeout=None)
-        self._monitor = conn
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                await conn.connect()  # type: ignore[no-untyped-call]
-                await conn.send_command("SUBSCRIBE", MONITOR_CHANNEL)
-                await conn.read_response()
+                reader, writer = await asyncio.open_connection(
+                    self.target.host, self.target.port, ssl=self._ssl_context() if self.target.tls else None
+                )
+                password = self._password()
+                if password is not None:
+                    auth = [self.target.username, password] if self.target.username else [password]
+                    writer.write(_resp("AUTH", *auth))
+                    line = await reader.readline()
+                    if not line.startswith(b"+"):
+                        raise rx.AuthenticationError("monitor AUTH refused")
+                writer.write(_resp("SUBSCRIBE", MONITOR_CHANNEL))
+                await writer.drain()
+                first = await reader.read(1024)
+                if not first.startswith(b"*"):
+                    raise rx.ResponseError(first.decode("utf-8", "replace").strip()[1:] or "EOF")
         except Exception as exc:
-            await self._discard(conn)
-            self._monitor = None
+            if writer is not None:
+                writer.close()
             raise MonitorUnavailable(classify(exc)[0]) from None
+        self._monitor_writer = writer
         try:
-            while True:
-                await conn.read_response(timeout=None)
-        except Exception:
-            return
+            while await reader.read(4096):
+                pass  # nothing is ever published; any bytes are ignored, EOF ends the wait
+        except (OSError, asyncio.IncompleteReadError):
+            pass
         finally:
-            await self._discard(conn)
-            self._monitor = None
+            writer.close()
+            self._monitor_writer = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.config.ca_file)
+        if self.config.cert_file:
+            context.load_cert_chain(self.config.cert_file, self.config.key_file)
+        return context
 
     async def close(self) -> None:
         """Close both connections."""
         await self._discard(self._conn)
-        await self._discard(self._monitor)
-        self._conn = self._monitor = None
+        self._conn = None
+        if self._monitor_writer is not None:
+            self._monitor_writer.close()
+            self._monitor_writer = None
+
+
+def _resp(*parts: str) -> bytes:
+    """One command in RESP (array of bulk strings)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 class MonitorUnavailable(Exception):
