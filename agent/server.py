@@ -6,6 +6,7 @@ even while Redis is blackholed. ``/livez`` depends only on the agent's own tasks
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -153,6 +154,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
             else round(verdict.first_ready_at - verdict.started_at, 3),
         },
         "detection_bound_seconds": round(agent.timing.detection_bound, 3),
+        "runtime": {"asyncio_tasks": len(asyncio.all_tasks()), "healthy": agent.healthy()},
         "checks": checks,
         "settings": settings.effective(),
         "config_file": settings.config_file,
