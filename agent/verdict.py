@@ -239,6 +239,8 @@ class AgentVerdict:
     def compute(self, exclude: frozenset[str] = frozenset()) -> State:
         """The state over required checks, minus ``exclude`` (for ``/readyz?exclude=``)."""
         names = sorted(self.required - exclude)
+        if exclude and not names and not self.draining:
+            return State.READY  # everything explicitly excluded, as kube-apiserver's ?exclude= does
         return aggregate_state((self.checks[n].state for n in names), self.draining)
 
     def is_ready(self, exclude: frozenset[str] = frozenset()) -> bool:
