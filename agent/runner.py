@@ -27,6 +27,7 @@ from agent.verdict import AgentVerdict, CheckVerdict, State, Timing, Transition
 log = logging.getLogger("readiness_agent")
 
 Listener = Callable[[Transition], None]
+MONITOR_LOST = "monitor connection lost"
 
 
 def build_check(config: CheckConfig, timing: Timing, clock: Callable[[], float]) -> Check:
@@ -48,6 +49,7 @@ class CheckStatus:
     monitor_up: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     succeeded: asyncio.Event = field(default_factory=asyncio.Event)
+    monitor_reset: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Agent:
@@ -132,19 +134,33 @@ class Agent:
                 pass
 
     async def _monitor_loop(self, name: str) -> None:
+        """Hold the monitor connection while the check passes; its loss is a failure and a re-check now.
+
+        Opened only after a successful check, and dropped (to be reopened after the next success) whenever
+        a check fails: after a blackhole or a pause the old connection may be half-open forever, and a
+        monitor that can never see EOF would silently stop watching.
+        """
         status = self.status[name]
         while True:
             await status.succeeded.wait()
             status.succeeded.clear()
+            status.monitor_reset.clear()
+            lost = asyncio.create_task(status.check.wait_lost(), name=f"monitor-conn:{name}")
+            reset = asyncio.create_task(status.monitor_reset.wait(), name=f"monitor-reset:{name}")
+            status.monitor_up = True
             try:
-                status.monitor_up = True
-                await status.check.wait_lost()
-            except MonitorUnavailable:
+                done, _ = await asyncio.wait({lost, reset}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
                 status.monitor_up = False
-                continue  # the checks see the same failure; try again after the next success
-            status.monitor_up = False
+                for task in (lost, reset):
+                    task.cancel()
+                await asyncio.gather(lost, reset, return_exceptions=True)
+            if lost not in done or lost.cancelled() or isinstance(lost.exception(), MonitorUnavailable):
+                continue  # a failed check reset it, or it could not open: retry after the next success
+            if lost.exception() is not None:
+                raise lost.exception()  # type: ignore[misc]
             status.succeeded.clear()  # reconnect only after a check has succeeded again
-            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, "monitor connection lost"))
+            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, MONITOR_LOST))
             status.wake.set()
 
     async def _deadline(self) -> None:
@@ -169,6 +185,8 @@ class Agent:
         status.checks_run += 1
         if result.ok:
             status.succeeded.set()
+        elif result.detail != MONITOR_LOST:
+            status.monitor_reset.set()
         if self.metrics is not None:
             self.metrics.observe_check(name, result)
         change = status.verdict.observe(result.ok, now, result.reason)

@@ -290,34 +290,34 @@ class RedisCheck:
             await asyncio.Event().wait()
         writer: asyncio.StreamWriter | None = None
         try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.target.host, self.target.port, ssl=self._ssl_context() if self.target.tls else None
-                )
-                password = self._password()
-                if password is not None:
-                    auth = [self.target.username, password] if self.target.username else [password]
-                    writer.write(_resp("AUTH", *auth))
-                    line = await reader.readline()
-                    if not line.startswith(b"+"):
-                        raise rx.AuthenticationError("monitor AUTH refused")
-                writer.write(_resp("SUBSCRIBE", MONITOR_CHANNEL))
-                await writer.drain()
-                first = await reader.read(1024)
-                if not first.startswith(b"*"):
-                    raise rx.ResponseError(first.decode("utf-8", "replace").strip()[1:] or "EOF")
-        except Exception as exc:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reader, writer = await asyncio.open_connection(
+                        self.target.host, self.target.port, ssl=self._ssl_context() if self.target.tls else None
+                    )
+                    password = self._password()
+                    if password is not None:
+                        auth = [self.target.username, password] if self.target.username else [password]
+                        writer.write(_resp("AUTH", *auth))
+                        line = await reader.readline()
+                        if not line.startswith(b"+"):
+                            raise rx.AuthenticationError("monitor AUTH refused")
+                    writer.write(_resp("SUBSCRIBE", MONITOR_CHANNEL))
+                    await writer.drain()
+                    first = await reader.read(1024)
+                    if not first.startswith(b"*"):
+                        raise rx.ResponseError(first.decode("utf-8", "replace").strip()[1:] or "EOF")
+            except Exception as exc:
+                raise MonitorUnavailable(classify(exc)[0]) from None
+            self._monitor_writer = writer
+            try:
+                while await reader.read(4096):
+                    pass  # nothing is ever published; any bytes are ignored, EOF ends the wait
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+        finally:
             if writer is not None:
                 writer.close()
-            raise MonitorUnavailable(classify(exc)[0]) from None
-        self._monitor_writer = writer
-        try:
-            while await reader.read(4096):
-                pass  # nothing is ever published; any bytes are ignored, EOF ends the wait
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
             self._monitor_writer = None
 
     def _ssl_context(self) -> ssl.SSLContext:

@@ -1,0 +1,155 @@
+"""The HTTP surface of the real agent: probe variants, /status, /metrics (parsed and linted), logs, IPv6."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.agentproc import AgentProcess
+from tests.support.redisproc import RedisProcess
+
+FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3", "--window", "0.2"]
+DESIGN_METRICS = {
+    "readiness_agent_ready", "readiness_agent_state", "readiness_agent_check_duration_seconds",
+    "readiness_agent_check_failures", "readiness_agent_transitions", "readiness_agent_startup_seconds",
+    "readiness_agent_startup_deadline_exceeded", "readiness_agent_stability_window_seconds",
+    "readiness_agent_redis_up", "readiness_agent_build_info",
+}
+
+
+def wait_ready(agent: AgentProcess, timeout: float = 5.0, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout
+    while agent.get(path)[0] != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(agent.output())
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def two_checks(tmp_path: Path, redis_proc: RedisProcess) -> Path:
+    """A config with the live Redis as `sessions` and a dead optional `cache`."""
+    dead = RedisProcess()  # not started: its port refuses
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        "checks:\n"
+        f"  - {{name: sessions, url: '{redis_proc.url}'}}\n"
+        f"  - {{name: cache, url: 'redis://127.0.0.1:{dead.port}/0', required: false}}\n"
+    )
+    return cfg
+
+
+class TestProbes:
+    def test_verbose_exclude_and_single_check(self, two_checks: Path) -> None:
+        """?verbose lists each check; optional failures do not gate; /readyz/<check> and ?exclude work."""
+        with AgentProcess("--config", str(two_checks), *FAST) as agent:
+            wait_ready(agent)
+            status, body = agent.get("/readyz?verbose")
+            assert status == 200
+            assert "[+]sessions ok" in body and "[-]cache failed: refused (optional)" in body
+            assert body.rstrip().endswith("readyz check passed")
+            assert agent.get("/readyz/sessions")[0] == 200
+            assert agent.get("/readyz/cache")[0] == 503
+            assert agent.get("/readyz/nope")[0] == 404
+            status, body = agent.get("/readyz?exclude=sessions&verbose")
+            assert status == 200 and "[+]sessions excluded: ok" in body
+            assert agent.get("/startupz")[0] == 200
+            assert agent.get("/livez") == (200, "ok\n")
+
+    def test_status_document(self, redis_proc: RedisProcess) -> None:
+        """/status has the verdict, platform with reason, every setting with its source, and check detail."""
+        with AgentProcess("--redis-url", redis_proc.url, *FAST, env={"READINESS_AGENT_FLAP_WINDOW": "20s"}) as agent:
+            wait_ready(agent)
+            doc = json.loads(agent.get("/status")[1])
+            assert doc["state"] == "ready" and doc["ready"] is True
+            assert doc["platform"]["resolved"] == "local" and doc["platform"]["reason"]
+            assert doc["settings"]["window"] == {"value": 0.2, "source": "flag"}
+            assert doc["settings"]["flap_window"] == {"value": 20.0, "source": "env"}
+            assert doc["settings"]["failure_threshold"] == {"value": 3, "source": "default"}
+            assert doc["settings"]["startup_timeout"] == {"value": 10.0, "source": "default"}
+            check = doc["checks"]["redis"]
+            assert check["state"] == "ready" and check["last"]["ok"] is True and check["monitor_connected"]
+            assert doc["detection_bound_seconds"] == pytest.approx(0.5 * 1.2 + 3 * (0.3 + 0.1 * 1.2))
+
+    def test_ipv6_listen(self, redis_proc: RedisProcess) -> None:
+        """The agent listens on an IPv6 address ([::1])."""
+        with AgentProcess("--redis-url", redis_proc.url, *FAST, listen="[::1]:0") as agent:
+            wait_ready(agent)
+            assert agent.base.startswith("http://[::1]:")
+
+
+class TestMetrics:
+    def test_every_design_metric_parses(self, redis_proc: RedisProcess) -> None:
+        """/metrics parses with prometheus_client's parser and holds every metric design.md names."""
+        with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
+            wait_ready(agent)
+            text = agent.get("/metrics")[1]
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert set(families) >= DESIGN_METRICS, DESIGN_METRICS - set(families)
+        ready = families["readiness_agent_ready"].samples[0].value
+        assert ready == 1.0
+        states = {s.labels["state"]: s.value for s in families["readiness_agent_state"].samples}
+        assert states == {"starting": 0, "stabilizing": 0, "ready": 1, "degraded": 0, "draining": 0}
+        transitions = {(s.labels["from"], s.labels["to"]) for s in families["readiness_agent_transitions"].samples
+                       if s.name.endswith("_total")}
+        assert ("starting", "stabilizing") in transitions and ("stabilizing", "ready") in transitions
+        assert families["readiness_agent_startup_seconds"].samples[0].value > 0
+
+    def test_promtool_accepts_the_exposition(self, redis_proc: RedisProcess) -> None:
+        """promtool check metrics finds no problem in the text and OpenMetrics expositions."""
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: run scripts/install-tools.sh (make test does)"
+        with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
+            wait_ready(agent)
+            text = agent.get("/metrics")[1]
+        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+class TestLogs:
+    def test_json_logs_are_cloud_logging_structured(self, redis_proc: RedisProcess) -> None:
+        """--log-format json: every stdout line is one JSON object with severity, message and labels."""
+        with AgentProcess("--redis-url", redis_proc.url, "--log-format", "json", *FAST) as agent:
+            wait_ready(agent)
+            lines = [line for line in agent.stdout_path.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+        messages = [r for r in records if "message" in r]
+        assert all("severity" in r for r in records)
+        change = next(r for r in messages if "stabilizing -> ready" in r["message"])
+        assert change["logging.googleapis.com/labels"]["check"] == "redis"
+        assert change["logging.googleapis.com/labels"]["state"] == "ready"
+
+    def test_one_line_per_verdict_change_not_per_check(self, redis_proc: RedisProcess) -> None:
+        """A healthy agent running many checks logs its changes once, not once per check."""
+        with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
+            wait_ready(agent)
+            deadline = time.monotonic() + 10
+            while json.loads(agent.get("/status")[1])["checks"]["redis"]["checks_run"] < 8:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            lines = [line for line in agent.output().splitlines() if "check redis:" in line and "->" in line]
+        assert len(lines) == 2, lines  # starting -> stabilizing, stabilizing -> ready
+
+
+class TestSecrets:
+    def test_password_never_leaks(self, redis_factory: object, tmp_path: Path) -> None:
+        """A password in the URL never appears in logs, /status, /metrics or error output, right or wrong."""
+        secret = "correct-Horse-battery-9137"
+        redis = redis_factory(requirepass=secret)  # type: ignore[operator]
+        url = f"redis://default:{secret}@127.0.0.1:{redis.port}/0"
+        with AgentProcess("--redis-url", url, "--log-level", "debug", *FAST) as agent:
+            wait_ready(agent)
+            redis.kill()
+            deadline = time.monotonic() + 5
+            while "-> degraded" not in agent.output():  # failures are logged with their detail
+                assert time.monotonic() < deadline, agent.output()
+                time.sleep(0.02)
+            seen = agent.output() + agent.get("/status")[1] + agent.get("/metrics")[1] + agent.get("/readyz?verbose")[1]
+        assert secret not in seen
+        assert "***" in seen

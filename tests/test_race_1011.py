@@ -1,0 +1,51 @@
+"""The WebSocket 1011 race end to end: reproduced without readiness-agent, prevented with it.
+
+Why this test exists: origin.md's fix was "proven" by mocks that could not reproduce the race, so a passing
+test said nothing. Here everything is real (the aiohttp backend, a ``redis-server`` really answering
+``-LOADING`` and really SIGKILLed, the prober, the agent process) and the proof has two halves: run (a) must
+show the race (otherwise run (b)'s zero would prove nothing), and run (b), under the same faults, must show no
+1011 except inside the agent's detection time after the unannounced kill, which nobody can foresee.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.websocket_app import race
+from examples.websocket_app.race import RunResult, Scenario
+
+pytestmark = pytest.mark.slow
+
+
+def _when(run: RunResult) -> list[str]:
+    """Each 1011 as 'at +X.XXs (phase): detail', relative to the kill, for failure messages."""
+    return [f"at {o.ended - run.marks.kill:+.2f}s ({run.phase(o.ended)}): {o.detail}" for o in run.closed_1011]
+
+
+class TestWebSocketRace:
+    async def test_naive_check_lets_1011_through_and_agent_gate_prevents_them(self) -> None:
+        """(a) closes connections with 1011 during LOADING; (b) only inside the detection time after the kill."""
+        scenario = Scenario()
+        naive, agent = await race.run_race(scenario)
+        report = race.format_table(naive, agent)
+
+        # Both runs carried real traffic through every phase.
+        for run in (naive, agent):
+            assert len(run.outcomes) >= 200, report
+            assert run.count("served") >= 50, report
+
+        # (a) The race, reproduced: the client sent inside LOADING was closed with 1011 because of -LOADING.
+        assert naive.closed_1011, report
+        assert naive.pinned is not None and naive.pinned.result == "1011", report
+        assert "LOADING" in naive.pinned.detail, report
+        assert naive.by_phase()[race.STARTUP] >= 1, report
+
+        # (b) Prevented: nothing during start-up/LOADING, steady state or recovery; the same pinned client waits.
+        phases = agent.by_phase()
+        assert phases[race.STARTUP] == phases[race.STEADY] == phases[race.RECOVERY] == 0, (report, _when(agent))
+        assert agent.pinned is not None and agent.pinned.result == "served", report
+        bound = scenario.agent.detection_bound + scenario.slack
+        for outcome in agent.closed_1011:  # the unannounced kill: only inside the detection bound after it
+            assert agent.marks.kill <= outcome.ended <= agent.marks.kill + bound, (report, _when(agent))
+        assert phases[race.DETECTION] * 4 <= len(naive.closed_1011), report  # far below (a)
+        assert agent.count("error") == agent.count("gave_up") == 0, report

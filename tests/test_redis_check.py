@@ -1,0 +1,167 @@
+"""The Redis check and the runner in-process, against real redis-server: reasons, bounds, connection hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.checks import Reason
+from agent.checks.redis import RedisCheck, classify, judge_info, parse_info
+from agent.config import Platform, Settings, load_settings
+from agent.metrics import Metrics
+from agent.runner import Agent
+from agent.verdict import State
+from tests.support.redisproc import RedisProcess
+
+
+def settings_for(url: str, **flags: str) -> Settings:
+    return load_settings({"redis_url": url, **flags}, {}, lambda _e: (Platform.LOCAL, "test"))
+
+
+def check_for(url: str, timeout: float = 0.3, **flags: str) -> RedisCheck:
+    return RedisCheck(settings_for(url, **flags).checks[0], timeout)
+
+
+class TestInfoRules:
+    def test_replica_link_down_fails(self) -> None:
+        """A replica whose master link is down is not usable."""
+        assert judge_info({"role": "slave", "master_link_status": "down"}, False) == (
+            Reason.MASTER_LINK_DOWN, "replica's master link is down")
+
+    def test_replica_link_up_passes_unless_master_required(self) -> None:
+        """A healthy replica passes, unless the check requires the master."""
+        info = {"role": "slave", "master_link_status": "up"}
+        assert judge_info(info, False) is None
+        assert judge_info(info, True) is not None
+
+    def test_loading_flags(self) -> None:
+        """loading:1 and async_loading:1 both mean loading."""
+        assert judge_info(parse_info(b"# Persistence\r\nloading:1\r\n"), False)[0] is Reason.LOADING  # type: ignore[index]
+        assert judge_info({"async_loading": "1"}, False)[0] is Reason.LOADING  # type: ignore[index]
+
+    def test_classify_is_secret_free(self) -> None:
+        """Classification details never echo arbitrary server text beyond the first line, and map prefixes."""
+        from redis.exceptions import ResponseError
+
+        assert classify(ResponseError("BUSY Redis is busy running a script"))[0] is Reason.BUSY
+        assert classify(ResponseError("MISCONF Redis is configured to save RDB"))[0] is Reason.READONLY
+        assert classify(ResponseError("MASTERDOWN Link with MASTER is down"))[0] is Reason.MASTER_LINK_DOWN
+        assert classify(ResponseError("ERR max number of clients reached"))[0] is Reason.REFUSED
+        assert classify(ResponseError("something odd\nsecond line"))[1] == "something odd"
+
+
+class TestRedisCheck:
+    async def test_ok_and_reuses_the_connection(self, redis_proc: RedisProcess) -> None:
+        """A healthy Redis passes, and repeated checks reuse one connection (no connection churn)."""
+        check = check_for(redis_proc.url)
+        try:
+            for _ in range(5):
+                result = await check.run()
+                assert result.ok, result
+            clients = redis_proc.cli("CLIENT", "LIST")
+            assert str(clients).count("cmd=") == 2  # our probe connection + the CLIENT LIST caller
+        finally:
+            await check.close()
+
+    async def test_paused_server_times_out_within_the_bound(self, redis_proc: RedisProcess) -> None:
+        """A paused (SIGSTOP) server gives reason timeout in about `timeout`, and the connection is discarded."""
+        check = check_for(redis_proc.url, timeout=0.3)
+        try:
+            assert (await check.run()).ok
+            redis_proc.pause()
+            started = time.monotonic()
+            result = await check.run()
+            elapsed = time.monotonic() - started
+            assert result.reason is Reason.TIMEOUT
+            assert 0.3 <= elapsed < 0.3 * 2 + 1
+            redis_proc.resume()
+            # A reused connection would now read the stale reply of the timed-out PING (redis-py #2624).
+            for _ in range(3):
+                assert (await check.run()).ok
+        finally:
+            redis_proc.resume()
+            await check.close()
+
+    async def test_monitor_sees_a_kill_at_once(self, redis_proc: RedisProcess) -> None:
+        """The monitor connection returns within milliseconds of SIGKILL."""
+        check = check_for(redis_proc.url)
+        try:
+            assert (await check.run()).ok
+            lost = asyncio.create_task(check.wait_lost())
+            await _until(lambda: "readiness-agent:monitor" in str(redis_proc.cli("PUBSUB", "CHANNELS")), 3)
+            killed = time.monotonic()
+            redis_proc.kill()
+            await asyncio.wait_for(lost, 2)
+            assert time.monotonic() - killed < 1.0
+        finally:
+            await check.close()
+
+    async def test_password_file_is_reread_on_change(self, redis_factory: object, tmp_path: Path) -> None:
+        """Rotating the password file (and the server's password) keeps the check passing."""
+        redis = redis_factory(requirepass="first-pass")  # type: ignore[operator]
+        pw = tmp_path / "pw"
+        pw.write_text("first-pass\n")
+        url = f"redis://127.0.0.1:{redis.port}/0"
+        check = check_for(url, redis_password_file=str(pw))
+        try:
+            assert (await check.run()).ok
+            redis.set_password("second-pass-now")
+            pw.write_text("second-pass-now\n")
+            redis.cli("CLIENT", "KILL", "TYPE", "normal")  # old sessions would stay logged in
+            result = await check.run()
+            if not result.ok:  # the first check may meet the killed connection: the next must pass
+                result = await check.run()
+            assert result.ok, result
+        finally:
+            await check.close()
+
+
+class TestRunner:
+    async def test_no_task_or_connection_leak(self, redis_proc: RedisProcess) -> None:
+        """Start, run through a kill and a restart, stop: every task ends and every connection closes."""
+        before = len(asyncio.all_tasks())
+        settings = settings_for(redis_proc.url, window="0.2", interval="0.3", retry_interval="0.1", timeout="0.3")
+        agent = Agent(settings, Metrics(CollectorRegistry()))
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 5)
+            redis_proc.kill()
+            await _until(lambda: not agent.verdict.is_ready(), 5)
+            redis_proc.restart()
+            await asyncio.wait_for(agent.ready.wait(), 5)
+        finally:
+            await agent.stop()
+        assert len(asyncio.all_tasks()) == before
+        await _until(lambda: str(redis_proc.cli("CLIENT", "LIST")).count("cmd=") == 1, 3)
+
+    async def test_monitor_loss_triggers_an_immediate_recheck(self, redis_proc: RedisProcess) -> None:
+        """Killing the monitor connection counts as a failure at once and triggers a re-check (no tick wait)."""
+        settings = settings_for(redis_proc.url, window="0", interval="5s", retry_interval="0.1", timeout="0.3")
+        agent = Agent(settings, Metrics(CollectorRegistry()))
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 5)
+            await _until(lambda: agent.status["redis"].monitor_up and "readiness-agent:monitor" in str(
+                redis_proc.cli("PUBSUB", "CHANNELS")), 5)
+            runs = agent.status["redis"].checks_run
+            redis_proc.cli("CLIENT", "KILL", "TYPE", "pubsub")
+            started = time.monotonic()
+            # Far sooner than the 5 s interval: the loss (1 run) plus the immediate re-check (1 run).
+            await _until(lambda: agent.status["redis"].checks_run >= runs + 2, 2)
+            assert time.monotonic() - started < 2
+            assert agent.status["redis"].verdict.state is State.READY  # one blip never flips readiness
+            assert agent.status["redis"].verdict.consecutive_failures == 0
+        finally:
+            await agent.stop()
+
+
+async def _until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
