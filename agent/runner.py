@@ -85,6 +85,7 @@ class Agent:
         self.changed = asyncio.Event()
         self.version = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._forever: list[asyncio.Task[None]] = []  # must never end: /livez fails if one does
         self.heartbeat = clock()
         if metrics is not None:
             metrics.attach(self)
@@ -96,12 +97,14 @@ class Agent:
         for name in self.status:
             self._spawn(self._check_loop(name), f"check:{name}")
             self._spawn(self._monitor_loop(name), f"monitor:{name}")
-        self._spawn(self._deadline(), "startup-deadline")
         self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._deadline(), "startup-deadline", forever=False)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, forever: bool = True) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
+        if forever:
+            self._forever.append(task)
 
     async def stop(self) -> None:
         """Cancel every task and close every connection."""
@@ -109,12 +112,13 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._forever.clear()
         for status in self.status.values():
             await status.check.close()
 
     def healthy(self) -> bool:
         """For /livez: every task alive and the heartbeat recent. Never depends on Redis."""
-        if any(t.done() for t in self._tasks):
+        if any(t.done() for t in self._forever):
             return False
         return self.clock() - self.heartbeat < max(5.0, self.timing.interval * 5)
 
@@ -164,11 +168,15 @@ class Agent:
             status.wake.set()
 
     async def _deadline(self) -> None:
+        """Flag the startup deadline if it passes before the first ready; end early once ready."""
         remaining = self.verdict.deadline_remaining(self.clock())
         if remaining is None:
             return
-        await asyncio.sleep(remaining)
-        self._refresh(self.clock())
+        try:
+            async with asyncio.timeout(remaining):
+                await self.ready.wait()
+        except TimeoutError:
+            self._refresh(self.clock())
 
     async def _heartbeat(self) -> None:
         while True:

@@ -85,7 +85,8 @@ def tool(name: str) -> str:
     return found
 
 
-def run(cmd: list[str | Path], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str | Path], env: dict[str, str] | None = None, timeout: float = 60,
+        ) -> subprocess.CompletedProcess[str]:
     """Run a command and capture its output (never raises on a non-zero exit)."""
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=ROOT, check=False)
@@ -243,7 +244,8 @@ def agent_env(container: dict[str, Any], config_text: str | None, refused: int, 
     return env
 
 
-def run_agents(specs: dict[str, tuple[dict[str, Any], str | None]], refused: int, workdir: Path) -> dict[str, AgentView]:
+def run_agents(specs: dict[str, tuple[dict[str, Any], str | None]], refused: int, workdir: Path,
+               ) -> dict[str, AgentView]:
     """Start one real agent per manifest at once (the container's args, its env), read /status, /metrics and
     the probe paths, stop them all."""
     procs: dict[str, tuple[subprocess.Popen[bytes], Path, dict[str, str]]] = {}
@@ -285,14 +287,14 @@ def run_agents(specs: dict[str, tuple[dict[str, Any], str | None]], refused: int
 
 
 @pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+def helm(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
     """helm from scripts/install-helm.sh, with its cache/config/data dirs in a temp dir (works offline)."""
     result = run(["bash", ROOT / "scripts" / "install-helm.sh"], timeout=300)
     if result.returncode != 0:
         pytest.fail(f"scripts/install-helm.sh failed:\n{result.stderr}", pytrace=False)
     home = tmp_path_factory.mktemp("helm-home")
     env = {**os.environ, **{f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}}
-    yield result.stdout.strip().splitlines()[-1], env
+    return result.stdout.strip().splitlines()[-1], env
 
 
 def helm_template(helm: tuple[str, dict[str, str]], *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -462,6 +464,24 @@ def assert_least_privilege(role: dict[str, Any]) -> None:
               for resource in rule["resources"] for verb in rule["verbs"]}
     assert grants == {("", "pods/status", "get"), ("", "pods/status", "patch"), ("", "events", "create"),
                       ("events.k8s.io", "events", "create")}
+
+
+class TestDeployDirectory:
+    def test_every_file_parses(self) -> None:
+        """Every file under deploy/ is YAML or JSON that loads, and none is empty."""
+        files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
+        assert {p.suffix for p in files} == {".yaml", ".json"}, files
+        for path in files:
+            text = path.read_text()
+            loaded = json.loads(text) if path.suffix == ".json" else load_docs(text)
+            assert loaded, path
+
+    def test_no_manifest_enables_the_readiness_gate(self) -> None:
+        """No file turns on the not-yet-implemented gate: the agent would exit 2."""
+        for path in sorted(DEPLOY.rglob("*.yaml")):
+            for doc in load_docs(path.read_text()):
+                assert not re.search(r"READINESS_AGENT_KUBE_READINESS_GATE.{0,40}\btrue\b", json.dumps(doc)), path
+                assert "readinessGates" not in json.dumps(doc), path
 
 
 class TestGkeManifests:

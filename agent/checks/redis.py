@@ -76,6 +76,15 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
         return Reason.LOADING, "Redis is loading its dataset"
     if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError | rx.NoPermissionError):
         return Reason.AUTH, "authentication failed"
+    # redis-py strips the error prefix from the messages of the classes it maps; map those by class.
+    if isinstance(exc, rx.MasterDownError):
+        return Reason.MASTER_LINK_DOWN, "MASTERDOWN: the replica's master link is down"
+    if isinstance(exc, rx.ClusterDownError | rx.TryAgainError):
+        return Reason.CLUSTER_DOWN, "the cluster is down or migrating"
+    if isinstance(exc, rx.ReadOnlyError):
+        return Reason.READONLY, "READONLY: a read-only replica"
+    if isinstance(exc, rx.OutOfMemoryError):
+        return Reason.OOM, "OOM: maxmemory reached"
     text = str(exc).strip()
     if isinstance(exc, rx.ResponseError) or (isinstance(exc, rx.ConnectionError) and text[:1].isupper()):
         for prefix, reason in _PREFIXES:

@@ -1,0 +1,131 @@
+{{/*
+Names. The chart wraps *your* workload, so its objects are named after the release (not after this chart).
+*/}}
+{{- define "readiness-agent.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "readiness-agent.name" -}}
+{{- default .Release.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the agent-specific objects (metrics Service, monitors, RBAC). Never plain "readiness-agent": a Service
+of that name makes Kubernetes inject READINESS_AGENT_PORT into pods. The alert rules match
+job=~".*readiness-agent.*", and the job label is this name.
+*/}}
+{{- define "readiness-agent.agentName" -}}
+{{- printf "%s-readiness-agent" (include "readiness-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "readiness-agent.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "readiness-agent.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "readiness-agent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "readiness-agent.labels" -}}
+helm.sh/chart: {{ include "readiness-agent.chart" . }}
+{{ include "readiness-agent.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels of the agent-specific objects: the ServiceMonitor selects the metrics Service by them. */}}
+{{- define "readiness-agent.agentLabels" -}}
+{{ include "readiness-agent.labels" . }}
+app.kubernetes.io/component: readiness-agent
+{{- end }}
+
+{{- define "readiness-agent.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "readiness-agent.agentName" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agent settings this chart may turn into READINESS_AGENT_* variables. `listen` follows agent.port and
+agent.listenHost, `kube_readiness_gate` follows readinessGate.enabled. An unknown key fails the render: the
+agent would only warn about an unknown variable and run with its default, silently.
+*/}}
+{{- define "readiness-agent.settingKeys" -}}
+redis_url platform window interval retry_interval timeout failure_threshold flap_window backoff_after startup_timeout exit_on_startup_timeout readiness_mode drain_seconds drain_token_file log_format log_level redis_password_file redis_ca_file redis_cert_file redis_key_file kube_condition_type kubeconfig
+{{- end }}
+
+{{/* Checks on values that the schema of the rendered objects cannot catch. */}}
+{{- define "readiness-agent.validate" -}}
+{{- $known := splitList " " (include "readiness-agent.settingKeys" .) }}
+{{- range $key, $value := .Values.agent.settings }}
+{{- if not (has $key $known) }}
+{{- if eq $key "listen" }}
+{{- fail "agent.settings.listen: set agent.port (and agent.listenHost) instead, so the probes follow it" }}
+{{- else if eq $key "kube_readiness_gate" }}
+{{- fail "agent.settings.kube_readiness_gate: use readinessGate.enabled" }}
+{{- else }}
+{{- fail (printf "agent.settings.%s: unknown agent setting (known: %s)" $key (join ", " $known)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.readinessGate.enabled }}
+{{- fail "readinessGate.enabled: the agent's pod readiness gate (--kube-readiness-gate) is not implemented yet; enabling it would make the agent exit 2. Leave it false (rbac.create can pre-create the RBAC)." }}
+{{- end }}
+{{- if not (and .Values.app.container.name .Values.app.container.image) }}
+{{- fail "app.container needs at least name and image" }}
+{{- end }}
+{{- if eq .Values.app.container.name "readiness-agent" }}
+{{- fail "app.container.name: \"readiness-agent\" is the sidecar's name; choose another" }}
+{{- end }}
+{{- if and (not .Values.agent.settings.redis_url) (not .Values.agent.redisUrlSecret.name) (not .Values.agent.config) }}
+{{- fail "no Redis to check: set agent.redisUrlSecret.name, agent.settings.redis_url or agent.config.checks" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled (it scrapes through that Service)" }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's environment: every non-empty setting as READINESS_AGENT_<KEY>. */}}
+{{- define "readiness-agent.env" -}}
+{{- if .Values.agent.settings.redis_url }}
+- name: READINESS_AGENT_REDIS_URL
+  value: {{ .Values.agent.settings.redis_url | quote }}
+{{- else if .Values.agent.redisUrlSecret.name }}
+- name: READINESS_AGENT_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.agent.redisUrlSecret.name }}
+      key: {{ .Values.agent.redisUrlSecret.key | default "url" }}
+{{- end }}
+{{- if or (ne (int .Values.agent.port) 9180) (ne .Values.agent.listenHost "0.0.0.0") }}
+- name: READINESS_AGENT_LISTEN
+  value: {{ printf (ternary "[%s]:%d" "%s:%d" (contains ":" .Values.agent.listenHost)) .Values.agent.listenHost (int .Values.agent.port) | quote }}
+{{- end }}
+{{- range $key, $value := .Values.agent.settings }}
+{{- if and (ne $key "redis_url") (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+- name: {{ printf "READINESS_AGENT_%s" (upper $key) }}
+  value: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.agent.config }}
+- name: READINESS_AGENT_CONFIG
+  value: /etc/readiness-agent/config.yaml
+{{- end }}
+{{- if .Values.readinessGate.enabled }}
+- name: READINESS_AGENT_KUBE_READINESS_GATE
+  value: "true"
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+{{- with .Values.agent.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
