@@ -63,7 +63,8 @@ class TestProbes:
 
     def test_status_document(self, redis_proc: RedisProcess) -> None:
         """/status has the verdict, platform with reason, every setting with its source, and check detail."""
-        with AgentProcess("--redis-url", redis_proc.url, *FAST, env={"READINESS_AGENT_FLAP_WINDOW": "20s"}) as agent:
+        env = {"READINESS_AGENT_FLAP_WINDOW": "20s", "READINESS_AGENT_PORT": "tcp://10.0.0.1:9180"}  # a service link
+        with AgentProcess("--redis-url", redis_proc.url, *FAST, env=env) as agent:
             wait_ready(agent)
             doc = json.loads(agent.get("/status")[1])
             assert doc["state"] == "ready" and doc["ready"] is True
@@ -74,6 +75,7 @@ class TestProbes:
             assert doc["settings"]["startup_timeout"] == {"value": 10.0, "source": "default"}
             check = doc["checks"]["redis"]
             assert check["state"] == "ready" and check["last"]["ok"] is True and check["monitor_connected"]
+            assert "ignoring unknown environment variable READINESS_AGENT_PORT" in agent.output()
             assert doc["detection_bound_seconds"] == pytest.approx(0.5 * 1.2 + 3 * (0.3 + 0.1 * 1.2))
 
     def test_ipv6_listen(self, redis_proc: RedisProcess) -> None:

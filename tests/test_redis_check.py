@@ -120,6 +120,37 @@ class TestRedisCheck:
             await check.close()
 
 
+    async def test_maintenance_key_takes_it_out(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
+        """When the configured maintenance key exists the check fails with reason maintenance."""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"checks: [{{name: cache, url: '{redis_proc.url}', maintenance_key: 'ops:drain'}}]\n")
+        settings = load_settings({}, {}, lambda _e: (Platform.LOCAL, "test"), config_file=str(cfg))
+        check = RedisCheck(settings.checks[0], 0.3)
+        try:
+            assert (await check.run()).ok
+            redis_proc.cli("SET", "ops:drain", "1")
+            result = await check.run()
+            assert result.reason is Reason.MAINTENANCE
+            redis_proc.cli("DEL", "ops:drain")
+            assert (await check.run()).ok
+        finally:
+            await check.close()
+
+
+class TestTcpCheck:
+    async def test_tcp_check_ok_and_refused(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
+        """A TCP check passes on an open port and fails with refused on a closed one."""
+        from agent.checks.tcp import TcpCheck
+
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"checks: [{{name: port, type: tcp, address: '127.0.0.1:{redis_proc.port}'}}]\n")
+        settings = load_settings({}, {}, lambda _e: (Platform.LOCAL, "test"), config_file=str(cfg))
+        check = TcpCheck(settings.checks[0], 0.3)
+        assert (await check.run()).ok
+        redis_proc.kill()
+        assert (await check.run()).reason is Reason.REFUSED
+
+
 class TestRunner:
     async def test_no_task_or_connection_leak(self, redis_proc: RedisProcess) -> None:
         """Start, run through a kill and a restart, stop: every task ends and every connection closes."""
