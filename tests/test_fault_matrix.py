@@ -28,7 +28,7 @@ import pytest
 from tests.support.agentproc import AgentProcess, ReadyzSampler
 from tests.support.matrix import RESULTS, MatrixRow
 from tests.support.proxy import FaultProxy
-from tests.support.redisproc import RedisProcess, parse_info
+from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, parse_info
 
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 0.5, 0.1, 0.3, 3
 DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
@@ -184,8 +184,7 @@ def _prepare_loading(rig: Rig) -> None:
 
 
 def _restart_loading(rig: Rig) -> None:
-    slow = ["--key-load-delay", "10", "--loading-process-events-interval-bytes", "1024"]
-    rig.redis.restart(slow, kill=True)
+    rig.redis.restart(list(SLOW_LOAD_ARGS), kill=True)
 
 
 def _orphan(stale: bool) -> Callable[[Rig], None]:

@@ -29,15 +29,15 @@ class TestWebSocketRace:
         naive, agent = await race.run_race(scenario)
         report = race.format_table(naive, agent)
 
-        # Both runs carried real traffic through every phase.
+        # Both runs carried real traffic (a client every 40 ms, for 8 s or more) and echoed through Redis.
         for run in (naive, agent):
-            assert len(run.outcomes) >= 200, report
-            assert run.count("served") >= 50, report
+            assert len(run.outcomes) >= 150, report
+            assert run.count("served") >= 20, report
 
         # (a) The race, reproduced: the client sent inside LOADING was closed with 1011 because of -LOADING.
         assert naive.closed_1011, report
         assert naive.pinned is not None and naive.pinned.result == "1011", report
-        assert "LOADING" in naive.pinned.detail, report
+        assert race.cause(naive.pinned.detail) == "-LOADING", report
         assert naive.by_phase()[race.STARTUP] >= 1, report
 
         # (b) Prevented: nothing during start-up/LOADING, steady state or recovery; the same pinned client waits.

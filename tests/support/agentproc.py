@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +50,11 @@ class AgentProcess:
     def start(self, wait: float = 15.0) -> AgentProcess:
         """Spawn the agent and wait until it logs its bound port and /livez answers."""
         cmd = [sys.executable, "-m", "agent", "run", "--listen", self.listen, "--platform", "local", *self.args]
+        # As for redis-server: if the test runner dies, the kernel kills the agent too (main thread only, since
+        # the death signal follows the spawning thread).
+        setpriv = shutil.which("setpriv")
+        if setpriv and threading.current_thread() is threading.main_thread():
+            cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         self.started_at = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=self.env, cwd=ROOT)

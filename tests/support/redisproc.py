@@ -271,6 +271,9 @@ class _Owned:
 # test runner is SIGKILLed); only safe from the main thread, whose death is the process's death.
 _SETPRIV = shutil.which("setpriv")
 
+# A slow but responsive load (design.md): ~68 us per key, and -LOADING answered promptly meanwhile.
+SLOW_LOAD_ARGS = ("--key-load-delay", "10", "--loading-process-events-interval-bytes", "1024")
+
 
 class RedisProcess:
     """A ``redis-server`` on ``127.0.0.1:<free port>`` in its own temp dir, and recipes for its faults.
@@ -608,8 +611,7 @@ class RedisProcess:
         self._expect_ok(self.cli("DEBUG", "POPULATE", keys, timeout=timeout), "DEBUG POPULATE")
         self._expect_ok(self.cli("SAVE", timeout=timeout), "SAVE")
         self.kill()  # the dump is complete once SAVE returns; no need for a graceful stop
-        slow_load = ["--key-load-delay", "10", "--loading-process-events-interval-bytes", "1024"]
-        self.start(_transient_args=slow_load)
+        self.start(_transient_args=SLOW_LOAD_ARGS)
         self.wait_for_ping(lambda r: isinstance(r, RespError) and r.code == "LOADING", timeout=2.0, what="-LOADING")
 
     def wait_loaded(self, timeout: float = 30.0) -> None:
