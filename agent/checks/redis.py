@@ -319,6 +319,7 @@ class RedisCheck:
             except Exception as exc:
                 raise MonitorUnavailable(classify(exc)[0]) from None
             self._monitor_writer = writer
+            _keepalive(writer)
             try:
                 while await reader.read(4096):
                     pass  # nothing is ever published; any bytes are ignored, EOF ends the wait
@@ -342,6 +343,17 @@ class RedisCheck:
         if self._monitor_writer is not None:
             self._monitor_writer.close()
             self._monitor_writer = None
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive on the monitor socket, so a path that died without a RST is noticed even between checks."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _resp(*parts: str) -> bytes:

@@ -193,6 +193,8 @@ class FaultProxy:
         self._handlers.add(handler)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # stopped by stop(): asyncio's stream callback would log a cancelled handler
         finally:
             self._handlers.discard(handler)
 
@@ -279,6 +281,11 @@ class ProxyThread:
     def accepted(self) -> int:
         """Connections accepted so far."""
         return self.proxy.accepted
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections currently open through the proxy."""
+        return self.proxy.open_connections
 
     @property
     def mode(self) -> Mode:
