@@ -477,15 +477,20 @@ def load_settings(
         values["window"] = 0.5  # the original fix's grace period, kept as the GCP default
         sources["window"] = Source.PLATFORM
 
-    _validate(values, sources, config_file)
+    shown = {name: raw[name][0] if name in raw else values[name] for name in values}
+    _validate(values, sources, config_file, shown)
     checks = _build_checks(values, sources, file_data.get("checks"), config_file)
     return Settings(values, sources, platform, why, checks, tuple(warnings), config_file)
 
 
-def _validate(values: Mapping[str, Any], sources: Mapping[str, Source], config_file: str | None) -> None:
+def _validate(
+    values: Mapping[str, Any], sources: Mapping[str, Source], config_file: str | None, given: Mapping[str, Any]
+) -> None:
+    """Cross-field rules; messages show the value as the user wrote it."""
+
     def fail(name: str, message: str) -> None:
         raise ConfigError(
-            f"invalid {_where(name, sources[name], config_file)} {_shown(name, values[name])}: {message}"
+            f"invalid {_where(name, sources[name], config_file)} {_shown(name, given[name])}: {message}"
         )
 
     for name in ("interval", "retry_interval", "timeout", "flap_window"):

@@ -153,7 +153,7 @@ class TestBadConfig:
     @pytest.mark.parametrize(("flags", "env", "needle"), [
         ({"window": "-1"}, {}, "--window '-1'"),
         ({}, {"READINESS_AGENT_INTERVAL": "fast"}, "READINESS_AGENT_INTERVAL 'fast'"),
-        ({"window": "20s"}, {}, "must be shorter than the startup deadline"),
+        ({"window": "20s"}, {}, "--window '20s': must be shorter than the startup deadline"),
         ({"redis_url": "redis://:pw@h:bad"}, {}, "--redis-url 'redis://:***@h:bad'"),
         ({"failure_threshold": "0"}, {}, "--failure-threshold '0'"),
         ({"timeout": "0"}, {}, "--timeout"),
