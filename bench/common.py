@@ -21,10 +21,8 @@ import http.client
 import io
 import os
 import platform
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +48,9 @@ MIB = 1024 * 1024
 if str(ROOT) not in sys.path:  # ``tests.support`` is imported from the repository root
     sys.path.insert(0, str(ROOT))
 
+# The test harness's helpers serve the bench too: one port picker, one agent environment.
+from tests.support.agentproc import agent_env  # noqa: E402
+from tests.support.redisproc import free_port  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ run modes
 
@@ -207,37 +208,6 @@ def install_signal_handlers() -> None:
         signal.signal(sig, handler)
 
 
-def child_env() -> dict[str, str]:
-    """The environment for agents: no READINESS_AGENT_*/REDIS_URL/platform variables leak in from ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("READINESS_AGENT_")}
-    for var in ("REDIS_URL", "K_SERVICE", "K_REVISION", "CLOUD_RUN_JOB", "KUBERNETES_SERVICE_HOST"):
-        env.pop(var, None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range, so an outgoing connection cannot take it between two uses."""
-    low, _ = _ephemeral_range()
-    for _ in range(200):
-        port = random.randint(max(1024, low - 12000), low - 1)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
-
-
 def http_status(port: int, path: str, timeout: float = 1.0) -> int:
     """GET ``path`` on 127.0.0.1:port; the status, or 0 when nothing answered."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -299,7 +269,7 @@ class AgentProc:
         argv = [PYTHON, *self.extra_python, "-m", self.module, "run", "--listen", f"127.0.0.1:{self.port}",
                 "--platform", "local", *self.args]
         self.spawned_at = time.monotonic()
-        self.proc = REAPER.spawn(argv, stdout=self._out, stderr=subprocess.STDOUT, env=child_env())
+        self.proc = REAPER.spawn(argv, stdout=self._out, stderr=subprocess.STDOUT, env=agent_env())
         return self
 
     def wait_live(self, timeout: float = 15.0, period: float = 0.01) -> float:

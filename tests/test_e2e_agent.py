@@ -12,8 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.agentproc import AgentProcess, ReadyzSampler, poll_until, run_cli
-from tests.support.redisproc import RedisProcess
+from tests.support.agentproc import AgentProcess, ReadyzSampler, run_cli
+from tests.support.redisproc import RedisProcess, wait_until
 
 FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3"]
 
@@ -51,7 +51,7 @@ class TestStartup:
         redis = RedisProcess()  # never started: nothing listens on its port
         url = f"redis://127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", url, "--startup-timeout", "1", *FAST) as agent:
-            poll_until(lambda: "startup deadline" in agent.output(), 4, "deadline log")
+            wait_until(lambda: "startup deadline" in agent.output(), 4, what="deadline log")
             assert "ERROR startup deadline of 1s passed without ready; last failure: refused" in agent.output()
             assert agent.get("/startupz")[0] == 503
             assert "readiness_agent_startup_deadline_exceeded 1.0" in agent.get("/metrics")[1]
@@ -114,7 +114,7 @@ class TestFaults:
         redis = redis_factory(requirepass="right-horse-battery")  # type: ignore[operator]
         bad = f"redis://:wrong-staple-secret@127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", bad, *FAST) as agent:
-            poll_until(lambda: "auth" in agent.get("/readyz?verbose")[1], 5, "reason auth")
+            wait_until(lambda: "auth" in agent.get("/readyz?verbose")[1], 5, what="reason auth")
             status, body = agent.get("/readyz?verbose")
             assert status == 503 and "[-]redis failed: auth" in body
             everything = agent.output() + agent.get("/status")[1] + agent.get("/metrics")[1] + body

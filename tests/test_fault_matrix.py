@@ -28,7 +28,7 @@ import pytest
 from tests.support.agentproc import AgentProcess, ReadyzSampler
 from tests.support.matrix import RESULTS, MatrixRow
 from tests.support.proxy import FaultProxy
-from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, parse_info
+from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, encode_command, parse_info
 
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 0.5, 0.1, 0.3, 3
 DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
@@ -63,12 +63,14 @@ class GroundTruth:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             state["reader"], state["writer"] = reader, writer
             if self.password:
-                writer.write(_resp("AUTH", self.password))
+                writer.write(encode_command("AUTH", self.password))
                 if not (await reader.readline()).startswith(b"+"):
                     return "auth"
         reader, writer = state["reader"], state["writer"]
         assert isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter)
-        writer.write(_resp("PING") + _resp("INFO", "persistence") + _resp("INFO", "replication"))
+        writer.write(
+            encode_command("PING") + encode_command("INFO", "persistence") + encode_command("INFO", "replication")
+        )
         pong = await reader.readline()
         if pong != b"+PONG\r\n":
             await _read_rest(reader, pong)
@@ -122,14 +124,6 @@ class GroundTruth:
             if s.usable and all(x.usable for x in tail[i:]):
                 return s.start
         return None
-
-
-def _resp(*parts: str) -> bytes:
-    out = f"*{len(parts)}\r\n".encode()
-    for part in parts:
-        data = part.encode()
-        out += b"$%d\r\n%s\r\n" % (len(data), data)
-    return out
 
 
 async def _read_rest(reader: asyncio.StreamReader, first: bytes) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,18 +28,24 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for an agent child: nothing of ours (``READINESS_AGENT_*``, ``REDIS_URL``, platform
+    variables) leaks in, so only what a test passes explicitly configures it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("READINESS_AGENT_")}
+    for var in ("REDIS_URL", "K_SERVICE", "K_REVISION", "CLOUD_RUN_JOB", "KUBERNETES_SERVICE_HOST"):
+        env.pop(var, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
 class AgentProcess:
     """``readiness-agent run`` in a subprocess. Use as a context manager; ``close`` never leaves it running."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
         self.args = list(args)
         self.listen = listen
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("READINESS_AGENT_")}
-        self.env.pop("REDIS_URL", None)
-        for var in ("K_SERVICE", "K_REVISION", "CLOUD_RUN_JOB", "KUBERNETES_SERVICE_HOST"):
-            self.env.pop(var, None)
-        self.env.update(env or {})
-        self.env["PYTHONUNBUFFERED"] = "1"
+        self.env = agent_env(env)
         self._dir = tempfile.TemporaryDirectory(prefix="agent-")
         self.stdout_path = Path(self._dir.name) / "stdout"
         self.stderr_path = Path(self._dir.name) / "stderr"
@@ -178,19 +184,7 @@ class ReadyzSampler:
         return next((s.at for s in self.samples if s.at >= after and s.status == status), None)
 
 
-def poll_until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-    """Poll ``predicate`` every 10 ms until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {timeout}s")
-        time.sleep(0.01)
-
-
 def run_cli(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m agent ARGS`` to completion (for ``check`` and ``wait``)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("READINESS_AGENT_")}
-    full_env.pop("REDIS_URL", None)
-    full_env.update(env or {})
     cmd: Sequence[str] = [sys.executable, "-m", "agent", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=agent_env(env), cwd=ROOT)
