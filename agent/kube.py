@@ -1,0 +1,319 @@
+"""The pod readiness gate: pushes the agent's verdict into a pod condition and emits transition Events.
+
+Why: a readiness gate (``spec.readinessGates``) is how GKE's NEG controller and the AWS Load Balancer Controller
+hold a pod out of rotation; with the agent writing its own condition, ``kubectl get pod`` and the load balancer
+see the *stable* Redis verdict, and every transition shows in ``kubectl describe pod`` as an Event.
+
+Opt-in (``--kube-readiness-gate``); with it off nothing here touches the ``kubernetes`` client, which is
+imported only by ``agent.kube_client`` functions running on the gate's worker thread.
+
+Wiring (the whole interface)::
+
+    cfg = gate_config(os.environ, settings["kube_condition_type"], settings["kubeconfig"])  # ValueError → exit 2
+    gate = PodGate(cfg, registry)
+    await gate.start()                       # loads credentials off the loop (GateSetupError → exit 2)
+    gate.publish(ready, reason, message)     # on every agent-level transition; never blocks, never raises
+    gate.status()                            # → /status["kube_gate"]
+    await gate.stop(timeout)                 # after publishing "draining": one last best-effort sync
+
+Behaviour: one worker task and one worker thread, so at most one API call is in flight; ``publish`` only
+records the latest value and wakes the worker, so bursts coalesce and the pod converges to the latest verdict.
+Before the first ``publish`` the gate writes ``False``/``Starting``. Failures back off exponentially
+(``backoff_base`` doubling to ``backoff_cap``, ±20 % jitter; ``Retry-After`` honoured on 429; straight to the
+cap for 403/404/422, which only an operator fixes), are logged once per distinct error and counted in
+``readiness_agent_kube_patch_total{result}``. Events are aggregated per (type, reason) and rate-limited by a
+token bucket (``event_burst`` calls, one more every ``event_refill`` seconds); transitions that happen while
+the bucket is empty are folded into the next call's ``count``, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+from agent import kube_client as kc
+from agent.kube_client import RESULTS, GateSetupError, Outcome, Session
+
+__all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateSetupError", "PodGate", "condition_reason",
+           "disabled_status", "gate_config"]
+
+log = logging.getLogger("readiness_agent")
+
+CONDITION_REASONS = {
+    None: "DependenciesReady", "refused": "RedisRefused", "timeout": "RedisTimeout", "loading": "RedisLoading",
+    "auth": "RedisAuthFailed", "tls": "RedisTLSFailed", "master_link_down": "RedisMasterLinkDown",
+    "cluster_down": "RedisClusterDown", "readonly": "RedisReadOnly", "busy": "RedisBusy",
+    "oom": "RedisOutOfMemory", "protocol": "RedisProtocolError", "dns": "RedisDNSFailed",
+    "maintenance": "Maintenance", "error": "CheckError", "draining": "Draining", "starting": "Starting",
+}
+_QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_PERMANENT = {"forbidden", "not_found", "invalid"}  # need an operator (RBAC, a new pod, a bad condition type)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Which condition to write on which pod, and where the credentials come from."""
+
+    condition_type: str
+    pod_name: str
+    namespace: str
+    kubeconfig: str | None
+
+
+def gate_config(environ: Mapping[str, str], condition_type: str, kubeconfig: str | None) -> GateConfig:
+    """Validate the gate's settings; ``ValueError`` with one line naming what is wrong or missing."""
+    missing = [name for name in ("POD_NAME", "POD_NAMESPACE") if not environ.get(name, "").strip()]
+    if missing:
+        raise ValueError(f"--kube-readiness-gate needs {' and '.join(missing)} in the environment (downward API: "
+                         "fieldRef metadata.name / metadata.namespace)")
+    if len(condition_type) > 316 or not _QUALIFIED_NAME.match(condition_type):
+        raise ValueError(f"invalid --kube-condition-type {condition_type!r}: must be a qualified name like "
+                         "readiness-agent.io/dependencies-ready")
+    if kubeconfig is not None and not kubeconfig.strip():
+        raise ValueError("invalid --kubeconfig '': empty path")
+    if not kc.kubernetes_available():
+        raise ValueError(f"--kube-readiness-gate: {kc.INSTALL_HINT}")
+    return GateConfig(condition_type, environ["POD_NAME"].strip(), environ["POD_NAMESPACE"].strip(), kubeconfig)
+
+
+def condition_reason(ready: bool, reason: str | None) -> str:
+    """The condition's CamelCase reason for the agent's check reason word (``NotReady`` for unknown words)."""
+    if ready:
+        return CONDITION_REASONS[None]
+    return CONDITION_REASONS.get(reason, "NotReady") if reason is not None else "NotReady"
+
+
+def disabled_status() -> dict[str, object]:
+    """``/status`` for an agent without the gate."""
+    return {"enabled": False}
+
+
+@dataclass(frozen=True)
+class _Value:
+    ready: bool
+    reason: str
+    message: str
+
+
+class PodGate:
+    """Keeps one pod condition equal to the latest published verdict; see the module docstring."""
+
+    def __init__(self, config: GateConfig, registry: CollectorRegistry | None,
+                 clock: Callable[[], float] = time.monotonic, api_factory: Callable[[], Session] | None = None,
+                 *, request_timeout: float = 5.0, backoff_base: float = 0.25, backoff_cap: float = 30.0,
+                 event_burst: int = 10, event_refill: float = 10.0) -> None:
+        self.config = config
+        self.clock = clock
+        self._factory = api_factory or (lambda: kc.open_session(config.kubeconfig))
+        self.request_timeout = request_timeout
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.event_burst, self.event_refill = event_burst, event_refill
+        self._patches = Counter("readiness_agent_kube_patch_total",
+                                "Pod condition patches (readiness gate) by result.", ["result"], registry=registry)
+        self._events_metric = Counter("readiness_agent_kube_events_total",
+                                      "Transition Event writes (create or count bump) by result.", ["result"],
+                                      registry=registry)
+        for result in RESULTS:
+            self._patches.labels(result)
+            self._events_metric.labels(result)
+        self.patch_counts = dict.fromkeys(RESULTS, 0)
+        self.event_counts = dict.fromkeys(RESULTS, 0)
+        self._desired = _Value(False, "Starting", "readiness-agent started; dependencies not checked yet")
+        self._published: tuple[bool, str] | None = None
+        self._synced: _Value | None = None
+        self._synced_at: float | None = None
+        self._pending_events: dict[tuple[str, str], tuple[int, str]] = {}
+        self._tokens, self._tokens_at = float(event_burst), clock()
+        self._failures = 0
+        self._next_at = 0.0
+        self._event_next_at = 0.0
+        self._logged: dict[str, str | None] = {"patch": None, "event": None}
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._writer: kc.PodStatusWriter | None = None
+        self._recorder: kc.EventRecorder | None = None
+
+    # --- the interface -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load credentials on the worker thread (imports ``kubernetes``), then start the worker task."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-gate")
+        loop = asyncio.get_running_loop()
+        try:
+            session = await loop.run_in_executor(self._executor, self._factory)
+        except GateSetupError:
+            self._executor.shutdown(wait=False)
+            raise
+        cfg = self.config
+        self._writer = kc.PodStatusWriter(session, cfg.namespace, cfg.pod_name, cfg.condition_type)
+        self._recorder = kc.EventRecorder(session, cfg.namespace, cfg.pod_name, self.clock)
+        log.info("kube gate: condition %s on pod %s/%s via %s", cfg.condition_type, cfg.namespace, cfg.pod_name,
+                 session.describe)
+        self._task = asyncio.create_task(self._run(), name="kube-gate")
+
+    def publish(self, ready: bool, reason: str | None, message: str) -> None:
+        """Record the latest verdict (and an Event when ``ready``/``reason`` changed); never blocks or raises."""
+        try:
+            value = _Value(bool(ready), condition_reason(bool(ready), reason), " ".join(str(message).split())[:1024])
+            self._desired = value
+            key = (value.ready, value.reason)
+            if key != self._published:
+                self._published = key
+                ekey = ("Normal" if value.ready else "Warning", value.reason)
+                count, _ = self._pending_events.pop(ekey, (0, ""))
+                self._pending_events[ekey] = (count + 1, value.message)  # re-inserted: flushed in time order
+            self._wake.set()
+        except Exception:  # the verdict path must never fail because of the gate
+            log.exception("kube gate: publish failed")
+
+    async def stop(self, timeout: float) -> None:
+        """One last best-effort sync of the latest value within ``timeout`` seconds, then stop the worker."""
+        self._stopping = True
+        self._stop_deadline = self.clock() + timeout
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)  # a stalled call ends at its own timeout
+
+    def status(self) -> dict[str, object]:
+        """For ``/status``: what the pod's condition holds as far as the agent knows, and how syncing goes."""
+        synced = self._synced
+        return {
+            "enabled": True,
+            "condition_type": self.config.condition_type,
+            "pod": f"{self.config.namespace}/{self.config.pod_name}",
+            "value": synced.ready if synced else None,
+            "reason": synced.reason if synced else None,
+            "synced_at": self._synced_at,
+            "in_sync": synced == self._desired,
+            "last_error": self._last_error,
+            "last_error_at": self._last_error_at,
+            "patches": {k: v for k, v in self.patch_counts.items() if v},
+            "events": {k: v for k, v in self.event_counts.items() if v},
+        }
+
+    # --- the worker ----------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            now = self.clock()
+            if self._synced != self._desired and now >= self._next_at:
+                await self._sync_condition(self.request_timeout)
+                continue
+            event_wait = self._event_wait(now)
+            if event_wait == 0.0:
+                await self._flush_event(self.request_timeout)
+                continue
+            waits = [w for w in (event_wait, self._next_at - now if self._synced != self._desired else None)
+                     if w is not None]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(waits) if waits else None)
+        # stopping: one attempt, no backoff, within what is left of stop()'s timeout
+        if self._synced != self._desired:
+            await self._sync_condition(max(0.05, self._stop_deadline - self.clock()))
+        remaining = self._stop_deadline - self.clock()
+        if remaining > 0.05 and self._event_wait(self.clock()) == 0.0:
+            await self._flush_event(remaining)
+
+    def _event_wait(self, now: float) -> float | None:
+        """Seconds until an Event can be written (0.0 now), or None when nothing is pending."""
+        if not self._pending_events or self._writer is None or self._writer.uid is None:
+            return None
+        self._tokens = min(float(self.event_burst), self._tokens + (now - self._tokens_at) / self.event_refill)
+        self._tokens_at = now
+        token_wait = 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) * self.event_refill
+        return max(token_wait, self._event_next_at - now, 0.0)
+
+    async def _sync_condition(self, timeout: float) -> None:
+        value, writer = self._desired, self._writer
+        assert writer is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, writer.sync, value.ready, value.reason, value.message,
+                                       timeout)
+        except Exception as exc:  # every failure is classified, counted and retried
+            outcome = kc.classify(exc)
+            if outcome.result in ("not_found", "conflict"):
+                writer.forget()
+            self._count("patch", outcome.result)
+            self._failed("patch", outcome)
+            self._failures += 1
+            self._next_at = self.clock() + self._delay(self._failures, outcome)
+            return
+        self._count("patch", "ok")
+        if self._logged["patch"] is not None:
+            log.info("kube gate: condition %s=%s (%s) synced again after %d failed attempts",
+                     self.config.condition_type, value.ready, value.reason, self._failures)
+        self._logged["patch"] = None
+        self._last_error = None
+        self._synced, self._synced_at = value, time.time()
+        self._failures, self._next_at = 0, 0.0
+
+    async def _flush_event(self, timeout: float) -> None:
+        (etype, reason), (count, message) = next(iter(self._pending_events.items()))
+        del self._pending_events[(etype, reason)]
+        self._tokens -= 1.0
+        recorder, writer = self._recorder, self._writer
+        assert recorder is not None and writer is not None and self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, recorder.record, writer.uid, etype, reason, message, count,
+                                       timeout)
+        except Exception as exc:  # classified, counted, retried later
+            outcome = kc.classify(exc)
+            pending, _ = self._pending_events.pop((etype, reason), (0, message))
+            # put it back first in line, keeping any newer message
+            self._pending_events = {(etype, reason): (count + pending, message), **self._pending_events}
+            self._count("event", outcome.result)
+            self._failed("event", outcome)
+            self._event_next_at = self.clock() + self._delay(3, outcome)
+            return
+        self._count("event", "ok")
+        self._logged["event"] = None
+
+    def _delay(self, failures: int, outcome: Outcome) -> float:
+        if outcome.result in _PERMANENT:
+            delay = self.backoff_cap
+        else:
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
+        delay *= random.uniform(0.8, 1.2)
+        if outcome.retry_after is not None:
+            delay = max(delay, min(outcome.retry_after, 2 * self.backoff_cap))
+        return delay
+
+    def _count(self, what: str, result: str) -> None:
+        counts, metric = (self.patch_counts, self._patches) if what == "patch" else (self.event_counts,
+                                                                                     self._events_metric)
+        counts[result] += 1
+        metric.labels(result).inc()
+
+    def _failed(self, what: str, outcome: Outcome) -> None:
+        key = f"{outcome.result}:{outcome.status}"
+        self._last_error = f"{what}: {outcome.result}: {outcome.message}"
+        self._last_error_at = time.time()
+        if self._logged[what] != key:  # one line per distinct error, not one per retry
+            self._logged[what] = key
+            target = "pods/status" if what == "patch" else "events"
+            log.warning("kube gate: %s on %s/%s failed: %s (%s); retrying with backoff", target,
+                        self.config.namespace, self.config.pod_name, outcome.result, outcome.message)
