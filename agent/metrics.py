@@ -1,36 +1,34 @@
 """Prometheus metrics (prefix ``readiness_agent_``), on an injected registry.
 
-Event counts (check durations, failures, transitions) are updated as they happen; everything derived from
-state (ready, state, redis_up, startup figures) is computed by a collector at scrape time from the agent's
-cached state, so there is no push step to forget. Label values come from fixed sets only: check names (from
-the configuration), states and reasons. No URLs, hosts or error text.
+Event counts (check durations, failures, transitions) are fed by the store's listener interface as they
+happen; everything derived from state (ready, state, redis_up, startup figures) is computed at scrape time by a
+collector that calls a snapshot function, the way prometheus_client's ``ProcessCollector`` takes a pid
+callable, so there is no push step to forget. Label values come from fixed sets only: check names (from the
+configuration), states and reasons. No URLs, hosts or error text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.checks import CheckResult, Reason
-from agent.verdict import State
-
-if TYPE_CHECKING:
-    from agent.runner import Agent
+from agent.model import CheckResult, Reason, State
+from agent.snapshot import AgentSnapshot
+from agent.store import Change
 
 PREFIX = "readiness_agent_"
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+Snapshot = Callable[[], AgentSnapshot]
 
 
 class Metrics:
-    """The agent's metrics. Create one per registry; ``attach`` it to the agent it describes."""
+    """The agent's metrics: a store listener for the counters, a collector for the state-derived gauges."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+    def __init__(self, registry: CollectorRegistry, snapshot: Snapshot, window: float) -> None:
         self.check_duration = Histogram(
             PREFIX + "check_duration_seconds", "Duration of one dependency check.", ["check"],
             buckets=DURATION_BUCKETS, registry=registry,
@@ -41,56 +39,55 @@ class Metrics:
         self.transitions = Counter(
             PREFIX + "transitions_total", "Agent verdict transitions.", ["from", "to"], registry=registry,
         )
-        self._collector: _StateCollector | None = None
-
-    def attach(self, agent: Agent) -> None:
-        """Start exporting ``agent``'s state; pre-create per-check series so rates start at zero."""
-        for name in agent.status:
+        for name in snapshot().checks:  # pre-created so rates start at zero
             self.check_duration.labels(name)
             for reason in Reason:
                 self.check_failures.labels(name, reason.value)
-        self._collector = _StateCollector(agent)
-        self.registry.register(self._collector)
+        registry.register(StateCollector(snapshot, window))
 
-    def observe_check(self, name: str, result: CheckResult) -> None:
+    def observed(self, name: str, result: CheckResult, snapshot: AgentSnapshot) -> None:
         """Record one check's duration and, when it failed, its reason."""
         self.check_duration.labels(name).observe(result.latency)
         if not result.ok:
             self.check_failures.labels(name, (result.reason or Reason.ERROR).value).inc()
 
-    def transition(self, old: State, new: State) -> None:
-        """Count one agent-level transition."""
-        self.transitions.labels(old.value, new.value).inc()
+    def changed(self, change: Change) -> None:
+        """Count agent-level transitions."""
+        if change.check is None:
+            self.transitions.labels(change.transition.old.value, change.transition.new.value).inc()
+
+    def deadline_passed(self, snapshot: AgentSnapshot) -> None:
+        """The deadline is a gauge, read by the collector."""
 
 
-class _StateCollector(Collector):
-    """State-derived gauges, read from the agent at scrape time."""
+class StateCollector(Collector):
+    """State-derived gauges, read from the snapshot at scrape time."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, snapshot: Snapshot, window: float) -> None:
+        self.snapshot = snapshot
+        self.window = window
 
     def collect(self) -> Iterator[Metric]:
-        agent = self.agent
-        verdict = agent.verdict
-        yield GaugeMetricFamily(PREFIX + "ready", "1 when /readyz answers 200.", value=int(verdict.is_ready()))
+        snap = self.snapshot()
+        yield GaugeMetricFamily(PREFIX + "ready", "1 when /readyz answers 200.", value=int(snap.ready))
         state = GaugeMetricFamily(PREFIX + "state", "Agent verdict state (1 for the current one).",
                                   labels=["state"])
         for s in State:
-            state.add_metric([s.value], int(verdict.state is s))
+            state.add_metric([s.value], int(snap.state is s))
         yield state
         startup = GaugeMetricFamily(PREFIX + "startup_seconds", "Seconds from start to the first ready.")
-        if verdict.first_ready_at is not None:
-            startup.add_metric([], verdict.first_ready_at - verdict.started_at)
+        if snap.first_ready_at is not None:
+            startup.add_metric([], snap.first_ready_at - snap.started_at)
         yield startup
         yield GaugeMetricFamily(PREFIX + "startup_deadline_exceeded",
                                 "1 when the startup deadline passed without ready.",
-                                value=int(verdict.deadline_exceeded))
+                                value=int(snap.deadline_exceeded))
         yield GaugeMetricFamily(PREFIX + "stability_window_seconds", "Configured stability window.",
-                                value=agent.timing.window)
+                                value=self.window)
         up = GaugeMetricFamily(PREFIX + "redis_up", "1 when the last Redis check passed.", labels=["check"])
-        for name, status in agent.status.items():
-            if getattr(status.check, "kind", "") == "redis":
-                up.add_metric([name], int(bool(status.last and status.last.ok)))
+        for name, check in snap.checks.items():
+            if check.kind == "redis":
+                up.add_metric([name], int(bool(check.last and check.last.ok)))
         yield up
         info = GaugeMetricFamily(PREFIX + "build_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)

@@ -11,7 +11,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Mapping
 
-from agent.config import Platform
+from agent.settings import Platform
 
 CLOUD_RUN_VARS = ("K_SERVICE", "K_REVISION", "CLOUD_RUN_JOB")
 METADATA_HOST = "metadata.google.internal"

@@ -2,64 +2,45 @@
 
 Nothing here does I/O or reads a clock. Every method takes ``now`` (monotonic seconds) from the caller, so
 grace periods, thresholds, backoff and deadlines are tested exactly and instantly with a fake clock, and the
-runtime (``runner.py``) feeds the same code with real time.
+scheduler feeds the same code with real time.
 
 Two layers:
 
 * :class:`CheckVerdict` — one per configured check: ``starting`` → ``stabilizing`` → ``ready`` →
-  ``degraded`` → ``stabilizing`` → ``ready``; any → ``draining`` (final). It also decides when the next check
-  runs (fast retry while unsure, backoff after a long outage, ±20 % jitter).
+  ``degraded`` → ``stabilizing`` → ``ready``; any → ``draining`` (final). It also says when the next check
+  should run (fast retry while unsure, backoff after a long outage, ± jitter).
 * :class:`AgentVerdict` — combines the required checks, the readiness mode, the startup deadline and draining
   into what ``/readyz``, ``/startupz``, the metrics and the logs report.
 
-The stability-window rule (design.md): the verdict *enters* ``ready`` at t only if every observation in
+The stability-window rule (docs/design.md): the verdict *enters* ``ready`` at t only if every observation in
 [t - window, t] passed and at least one passed at or before t - window. Unknown is never ready.
 """
 
 from __future__ import annotations
 
-import enum
-import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from agent.checks import Reason
-
-
-class State(enum.StrEnum):
-    """Per-check and agent-level states, as named by design.md and the ``state`` metric."""
-
-    STARTING = "starting"
-    STABILIZING = "stabilizing"
-    READY = "ready"
-    DEGRADED = "degraded"
-    DRAINING = "draining"
-
-
-class ReadinessMode(enum.StrEnum):
-    """``always``: /readyz follows the verdict. ``startup``: gate only until the first ready."""
-
-    ALWAYS = "always"
-    STARTUP = "startup"
+from agent.model import ReadinessMode, Reason, State
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """The timing knobs of one check's state machine (seconds)."""
+    """The timing knobs of one check's state machine (seconds); defaults live in settings.py."""
 
-    window: float = 0.5
-    interval: float = 1.0
-    retry_interval: float = 0.2
-    timeout: float = 0.5
-    failure_threshold: int = 3
-    flap_window: float = 10.0
-    backoff_after: float = 5.0
-    jitter: float = 0.2
+    window: float
+    interval: float
+    retry_interval: float
+    timeout: float
+    failure_threshold: int
+    flap_window: float
+    backoff_after: float
+    jitter: float
 
     @property
     def detection_bound(self) -> float:
-        """Longest a ``ready`` check may stay ready after its dependency stops answering (design.md)."""
+        """Longest a ``ready`` check may stay ready after its dependency stops answering (docs/design.md)."""
         return self.interval * (1 + self.jitter) + self.failure_threshold * (
             self.timeout + self.retry_interval * (1 + self.jitter)
         )
@@ -69,10 +50,17 @@ class Timing:
 class Transition:
     """A state change, for logs, metrics and the Kubernetes notifier."""
 
-    at: float
     old: State
     new: State
     reason: Reason | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """When to check next, and the backoff step the scheduler passes back next time (None: no backoff)."""
+
+    seconds: float
+    backoff: float | None
 
 
 @dataclass(slots=True)
@@ -89,8 +77,6 @@ class CheckVerdict:
     failing_since: float | None = None
     last_reason: Reason | None = None
     last_ok: bool | None = None
-    last_observed: float | None = None
-    _backoff_delay: float | None = None
     _recent_failures: deque[float] = field(default_factory=deque)
 
     def observe(self, ok: bool, now: float, reason: Reason | None = None) -> Transition | None:
@@ -98,7 +84,6 @@ class CheckVerdict:
         if self.state is State.DRAINING:
             return None
         self.last_ok = ok
-        self.last_observed = now
         if ok:
             return self._on_success(now)
         return self._on_failure(now, reason or Reason.ERROR)
@@ -107,14 +92,14 @@ class CheckVerdict:
         """Enter the final ``draining`` state."""
         return self._move(State.DRAINING, now, self.last_reason)
 
-    def window_remaining(self, now: float) -> float | None:
-        """Seconds until the stability window could complete, while stabilizing."""
+    def window_ends_at(self) -> float | None:
+        """When the stability window could complete, while stabilizing."""
         if self.state is not State.STABILIZING or self.window_started is None:
             return None
-        return max(0.0, self.window_started + self.timing.window - now)
+        return self.window_started + self.timing.window
 
-    def next_delay(self, now: float, rng: Callable[[], float] = random.random) -> float:
-        """Seconds until the next check, with ±jitter.
+    def next_delay(self, now: float, rng: Callable[[], float], backoff: float | None = None) -> Delay:
+        """When to check next, with ± jitter; ``backoff`` is the step this returned last time.
 
         Healthy and ready: ``interval``. Unsure (stabilizing, or ready with a recent failure) or failing:
         ``retry_interval``. Failing for longer than ``backoff_after``: doubling from ``retry_interval`` up to
@@ -122,27 +107,24 @@ class CheckVerdict:
         the window's end rather than up to one retry later.
         """
         t = self.timing
-        if self.last_ok is False and self.failing_since is not None and (
-            now - self.failing_since >= t.backoff_after
-        ):
-            prev = self._backoff_delay or t.retry_interval
-            base = min(prev * 2, t.interval)
-            self._backoff_delay = base
+        step: float | None = None
+        if self.last_ok is False and self.failing_since is not None and now - self.failing_since >= t.backoff_after:
+            step = min((backoff or t.retry_interval) * 2, t.interval)
+            base = step
         elif self.state is State.READY and self.consecutive_failures == 0:
             base = t.interval
         else:
             base = t.retry_interval
         delay = base * (1 + t.jitter * (2 * rng() - 1))
-        remaining = self.window_remaining(now)
-        if remaining is not None and self.last_ok:
-            delay = min(delay, remaining)
-        return max(delay, 0.0)
+        ends = self.window_ends_at()
+        if ends is not None and self.last_ok:
+            delay = min(delay, max(0.0, ends - now))
+        return Delay(max(delay, 0.0), step)
 
     def _on_success(self, now: float) -> Transition | None:
         self.consecutive_failures = 0
         self.consecutive_successes += 1
         self.failing_since = None
-        self._backoff_delay = None
         if self.state in (State.STARTING, State.DEGRADED):
             self.window_started = now
             if self.timing.window <= 0:
@@ -186,11 +168,11 @@ class CheckVerdict:
         if new is self.state:
             return None
         old, self.state, self.since = self.state, new, now
-        return Transition(now, old, new, reason)
+        return Transition(old, new, reason)
 
 
 def aggregate_state(states: Iterable[State], draining: bool) -> State:
-    """The agent-level state: ready only when every required check is ready; unknown is not ready."""
+    """The agent-level state: ready only when every given check is ready; unknown is not ready."""
     if draining:
         return State.DRAINING
     states = list(states)
@@ -202,6 +184,29 @@ def aggregate_state(states: Iterable[State], draining: bool) -> State:
         if worst in states:
             return worst
     return State.STARTING
+
+
+def readiness(
+    states: Mapping[str, State],
+    required: frozenset[str],
+    *,
+    mode: ReadinessMode,
+    started: bool,
+    draining: bool,
+    exclude: frozenset[str] = frozenset(),
+) -> bool:
+    """What ``/readyz`` says: the verdict over required checks minus ``exclude``, or, in startup mode, started.
+
+    Excluding every required check answers ready, as kube-apiserver's ``?exclude=`` does.
+    """
+    if draining:
+        return False
+    if mode is ReadinessMode.STARTUP and started:
+        return True
+    names = required - exclude
+    if exclude and not names:
+        return True
+    return aggregate_state((states[n] for n in sorted(names)), draining) is State.READY
 
 
 @dataclass(slots=True)
@@ -225,35 +230,26 @@ class AgentVerdict:
     def __post_init__(self) -> None:
         self.since = self.started_at
 
-    def refresh(self, now: float, exclude: frozenset[str] = frozenset()) -> Transition | None:
+    def refresh(self, now: float) -> Transition | None:
         """Recompute the agent-level state after any check changed; return the agent transition."""
-        new = self.compute(exclude)
+        new = aggregate_state((self.checks[n].state for n in sorted(self.required)), self.draining)
         if new is State.READY and self.first_ready_at is None:
             self.first_ready_at = now
         self.check_deadline(now)
         if new is self.state:
             return None
         old, self.state, self.since = self.state, new, now
-        return Transition(now, old, new, self.last_reason())
+        return Transition(old, new, self.last_reason())
 
-    def compute(self, exclude: frozenset[str] = frozenset()) -> State:
-        """The state over required checks, minus ``exclude`` (for ``/readyz?exclude=``)."""
-        names = sorted(self.required - exclude)
-        if exclude and not names and not self.draining:
-            return State.READY  # everything explicitly excluded, as kube-apiserver's ?exclude= does
-        return aggregate_state((self.checks[n].state for n in names), self.draining)
-
-    def is_ready(self, exclude: frozenset[str] = frozenset()) -> bool:
-        """What ``/readyz`` and the ``ready`` gauge say: the verdict, or, in startup mode, first-ready."""
-        if self.draining:
-            return False
-        if self.mode is ReadinessMode.STARTUP and self.first_ready_at is not None:
-            return True
-        return self.compute(exclude) is State.READY
-
-    def is_started(self) -> bool:
-        """What ``/startupz`` says: 200 once the first ``ready`` was reached."""
+    @property
+    def started(self) -> bool:
+        """What ``/startupz`` says: the first ``ready`` was reached."""
         return self.first_ready_at is not None
+
+    def is_ready(self) -> bool:
+        """What ``/readyz`` and the ``ready`` gauge say."""
+        states = {n: c.state for n, c in self.checks.items()}
+        return readiness(states, self.required, mode=self.mode, started=self.started, draining=self.draining)
 
     def check_deadline(self, now: float) -> bool:
         """Set and return ``deadline_exceeded`` when the startup deadline passed without ``ready``."""

@@ -251,8 +251,7 @@ class AgentProc:
     """One ``readiness-agent run`` child on a bench-chosen port, its output in a temp file.
 
     The bench spawns agents itself (rather than through ``tests.support.agentproc``) for three reasons: the
-    start-up figure needs the spawn instant and a tight /livez poll, the fleet starts dozens at once, and the
-    no-jitter fleet runs the agent through ``bench.nojitter``.
+    start-up figure needs the spawn instant and a tight /livez poll, and the fleet starts dozens at once.
     """
 
     args: Sequence[str]

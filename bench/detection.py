@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from agent.verdict import Timing
+from agent.settings import DEFAULT_TIMING
 from bench.common import (
     AgentProc,
     ExecProbe,
@@ -43,7 +43,7 @@ from bench.common import (
 )
 from tests.support.redisproc import RedisProcess
 
-TIMING = Timing()  # the agent's defaults: the bench runs it with no timing flags
+TIMING = DEFAULT_TIMING  # the agent's defaults: the bench runs it with no timing flags
 K8S_PERIOD, K8S_THRESHOLD, K8S_TIMEOUT = 10.0, 3, 1.0  # kubelet defaults for a probe
 
 

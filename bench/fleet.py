@@ -9,7 +9,7 @@ As many agents as this 2-core machine runs without starving (each must still che
 which is verified from Redis' own PING count) run at their defaults against one real redis-server. Then
 Redis is killed, held down for a short outage (< ``backoff_after``), restarted on the same port, and
 ``INFO`` is sampled every 20 ms on one connection to time the reconnections. The same fleet is run twice:
-as shipped (±20 % jitter on every delay) and through ``bench.nojitter`` (jitter pinned to zero), which is
+as shipped (±20 % jitter on every delay) and with ``--jitter 0``, which is
 the baseline that shows what jitter buys. ``docs/benchmarks.md`` extrapolates the per-agent figures to
 10,000 pods.
 """
@@ -133,11 +133,11 @@ def _all_ready(agents: list[AgentProc], timeout: float) -> float:
 
 def _run_fleet(n: int, jitter: bool, steady: float, bursts: int) -> Fleet:
     fleet = Fleet(n, jitter)
-    module = "agent" if jitter else "bench.nojitter"
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess(["--maxclients", "10000"])).start()
         idle = stack.enter_context(RedisProcess()).start()  # Redis' own background CPU, same window
-        agents = [stack.enter_context(AgentProc(["--redis-url", redis_url(server.port)], module=module))
+        jitter_args = [] if jitter else ["--jitter", "0"]
+        agents = [stack.enter_context(AgentProc(["--redis-url", redis_url(server.port), *jitter_args]))
                   for _ in range(n)]
         for agent in agents:
             agent.spawn()

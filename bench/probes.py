@@ -57,10 +57,11 @@ def handler_cost(calls: int = 2000) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from agent import server
-    from agent.checks import CheckResult
-    from agent.config import Platform, load_settings
+    from agent.config import load_settings
     from agent.metrics import Metrics
-    from agent.runner import Agent
+    from agent.model import CheckResult
+    from agent.scheduler import Agent
+    from agent.settings import Platform
 
     async def constant(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -70,12 +71,13 @@ def handler_cost(calls: int = 2000) -> dict[str, float]:
                                  lambda _env: (Platform.LOCAL, "bench"))
         now = [0.0]
         registry = CollectorRegistry()
-        agent = Agent(settings, Metrics(registry), clock=lambda: now[0])
+        agent = Agent(settings, clock=lambda: now[0])
+        agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
         app = server.make_app(agent, registry)
         for t in (0.0, settings.timing.window / 2, settings.timing.window):  # through the window: ready
             now[0] = t
             agent.record("redis", CheckResult(True, 0.001))
-        if not agent.verdict.is_ready():
+        if not agent.snapshot.ready:
             return {}
         out: dict[str, list[float]] = {"constant": [], "readyz": [], "livez": [], "metrics": []}
         handlers = {"constant": (constant, "/readyz"), "readyz": (server.readyz, "/readyz"),

@@ -10,15 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import (
-    ConfigError,
-    Platform,
-    Source,
-    load_settings,
-    parse_duration,
-    parse_listen,
-    parse_redis_url,
-)
+from agent.config import ConfigError, load_settings
+from agent.settings import Platform, Source
+from agent.urls import parse_redis_url
+from agent.values import parse_duration, parse_listen
 
 
 def local(_env: object) -> tuple[Platform, str]:
@@ -84,10 +79,10 @@ class TestPrecedence:
         cfg.write_text("interval: 3s\nretry_interval: 300ms\ntimeout: 2s\nwindow: 1\n")
         env = {"READINESS_AGENT_RETRY_INTERVAL": "0.25", "READINESS_AGENT_TIMEOUT": "1.5"}
         s = load_settings({"timeout": "1"}, env, local, config_file=str(cfg))
-        assert (s["timeout"], s.sources["timeout"]) == (1.0, Source.FLAG)
-        assert (s["retry_interval"], s.sources["retry_interval"]) == (0.25, Source.ENV)
-        assert (s["interval"], s.sources["interval"]) == (3.0, Source.FILE)
-        assert (s["failure_threshold"], s.sources["failure_threshold"]) == (3, Source.DEFAULT)
+        assert (s.timeout, s.sources["timeout"]) == (1.0, Source.FLAG)
+        assert (s.retry_interval, s.sources["retry_interval"]) == (0.25, Source.ENV)
+        assert (s.interval, s.sources["interval"]) == (3.0, Source.FILE)
+        assert (s.failure_threshold, s.sources["failure_threshold"]) == (3, Source.DEFAULT)
 
     def test_redis_url_fallback_env(self) -> None:
         """REDIS_URL is honoured, but READINESS_AGENT_REDIS_URL wins."""
@@ -98,29 +93,29 @@ class TestPrecedence:
 
     def test_grace_period_alias(self) -> None:
         """--grace-period and READINESS_AGENT_GRACE_PERIOD set the window."""
-        assert load_settings({}, {"READINESS_AGENT_GRACE_PERIOD": "2s"}, local)["window"] == 2.0
+        assert load_settings({}, {"READINESS_AGENT_GRACE_PERIOD": "2s"}, local).window == 2.0
 
     def test_platform_defaults_gcp_vs_local(self) -> None:
         """The startup deadline is 60 s on GCP (source platform) and 10 s locally (source default)."""
         g = load_settings({}, {}, gcp)
-        assert (g["startup_timeout"], g.sources["startup_timeout"]) == (60.0, Source.PLATFORM)
-        assert (g["window"], g.sources["window"]) == (0.5, Source.PLATFORM)
-        assert g.log_format == "json"
+        assert (g.startup_timeout, g.sources["startup_timeout"]) == (60.0, Source.PLATFORM)
+        assert (g.window, g.sources["window"]) == (0.5, Source.PLATFORM)
+        assert g.resolved_log_format == "json"
         loc = load_settings({}, {}, local)
-        assert (loc["startup_timeout"], loc.sources["startup_timeout"]) == (10.0, Source.DEFAULT)
-        assert loc.log_format == "text"
+        assert (loc.startup_timeout, loc.sources["startup_timeout"]) == (10.0, Source.DEFAULT)
+        assert loc.resolved_log_format == "text"
 
     def test_explicit_value_beats_platform_default(self) -> None:
         """A configured startup deadline wins over the GCP default."""
         s = load_settings({}, {"READINESS_AGENT_STARTUP_TIMEOUT": "30s"}, gcp)
-        assert (s["startup_timeout"], s.sources["startup_timeout"]) == (30.0, Source.ENV)
+        assert (s.startup_timeout, s.sources["startup_timeout"]) == (30.0, Source.ENV)
 
     def test_forced_platform_skips_detection(self) -> None:
         """--platform gcp never calls the detector."""
         def boom(_env: object) -> tuple[Platform, str]:
             raise AssertionError("detector called")
 
-        assert load_settings({"platform": "gcp"}, {}, boom).platform is Platform.GCP
+        assert load_settings({"platform": "gcp"}, {}, boom).resolved_platform is Platform.GCP
 
     def test_unknown_env_only_warns(self) -> None:
         """Kubernetes service links inject READINESS_AGENT_PORT=tcp://...: a warning, not a crash."""
@@ -154,7 +149,7 @@ class TestBadConfig:
         ({"window": "-1"}, {}, "--window '-1'"),
         ({}, {"READINESS_AGENT_INTERVAL": "fast"}, "READINESS_AGENT_INTERVAL 'fast'"),
         ({"window": "20s"}, {}, "--window '20s': must be shorter than the startup deadline"),
-        ({"redis_url": "redis://:pw@h:bad"}, {}, "--redis-url 'redis://:***@h:bad'"),
+        ({"redis_url": "redis://:pw@h:bad"}, {}, "--redis-url 'redis://***@h:bad'"),
         ({"failure_threshold": "0"}, {}, "--failure-threshold '0'"),
         ({"timeout": "0"}, {}, "--timeout"),
         ({"retry_interval": "2s"}, {}, "must not exceed --interval"),
@@ -228,8 +223,8 @@ class TestFuzz:
         except ConfigError as exc:
             assert "\n" not in str(exc)
             return
-        assert s["window"] < s["startup_timeout"]
-        assert s["interval"] > 0 and s["timeout"] > 0 and s["failure_threshold"] >= 1
+        assert s.window < s.startup_timeout
+        assert s.interval > 0 and s.timeout > 0 and s.failure_threshold >= 1
 
     @settings(deadline=None, max_examples=150)
     @given(st.text(max_size=200))

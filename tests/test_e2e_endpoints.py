@@ -87,7 +87,7 @@ class TestProbes:
 
 class TestMetrics:
     def test_every_design_metric_parses(self, redis_proc: RedisProcess) -> None:
-        """/metrics parses with prometheus_client's parser and holds every metric design.md names."""
+        """/metrics parses with prometheus_client's parser and holds every metric docs/design.md names."""
         with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
             wait_ready(agent)
             text = agent.get("/metrics")[1]

@@ -8,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.config import Platform, Source, load_settings
+from agent.config import load_settings
 from agent.platform import detect_platform, probe_metadata_server
+from agent.settings import Platform, Source
 
 
 def never(_env: Mapping[str, str]) -> bool:
@@ -108,6 +109,6 @@ class TestMetadataProbe:
         """Kubernetes plus a real metadata answer resolves auto to GCP and the 60 s deadline, source platform."""
         env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "GCE_METADATA_HOST": metadata_host}
         s = load_settings({}, env, detect_platform)
-        assert s.platform is Platform.GCP
-        assert (s["startup_timeout"], s.sources["startup_timeout"]) == (60.0, Source.PLATFORM)
+        assert s.resolved_platform is Platform.GCP
+        assert (s.startup_timeout, s.sources["startup_timeout"]) == (60.0, Source.PLATFORM)
         assert s.effective()["platform"] == {"value": "auto", "source": "default", "resolved": "gcp"}

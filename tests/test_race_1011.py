@@ -1,6 +1,6 @@
 """The WebSocket 1011 race end to end: reproduced without readiness-agent, prevented with it.
 
-Why this test exists: origin.md's fix was "proven" by mocks that could not reproduce the race, so a passing
+Why this test exists: docs/origin.md's fix was "proven" by mocks that could not reproduce the race, so a passing
 test said nothing. Here everything is real (the aiohttp backend, a ``redis-server`` really answering
 ``-LOADING`` and really SIGKILLed, the prober, the agent process) and the proof has two halves: run (a) must
 show the race (otherwise run (b)'s zero would prove nothing), and run (b), under the same faults, must show no

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.checks import Reason
-from agent.checks.redis import RedisCheck, classify, judge_info, parse_info
-from agent.config import Platform, Settings, load_settings
+from agent.checks.redis import RedisCheck
+from agent.checks.redis_replies import classify, judge_info, parse_info
+from agent.config import load_settings
 from agent.metrics import Metrics
-from agent.runner import Agent
-from agent.verdict import State
+from agent.model import Reason, State
+from agent.scheduler import Agent
+from agent.settings import Platform, Settings
 from tests.support.redisproc import RedisProcess
 
 
@@ -156,14 +157,15 @@ class TestRunner:
         """Start, run through a kill and a restart, stop: every task ends and every connection closes."""
         before = len(asyncio.all_tasks())
         settings = settings_for(redis_proc.url, window="0.2", interval="0.3", retry_interval="0.1", timeout="0.3")
-        agent = Agent(settings, Metrics(CollectorRegistry()))
+        agent = Agent(settings)
+        agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
         await agent.start()
         try:
-            await asyncio.wait_for(agent.ready.wait(), 5)
+            await asyncio.wait_for(agent.store.ready.wait(), 5)
             redis_proc.kill()
-            await _until(lambda: not agent.verdict.is_ready(), 5)
+            await _until(lambda: not agent.snapshot.ready, 5)
             redis_proc.restart()
-            await asyncio.wait_for(agent.ready.wait(), 5)
+            await asyncio.wait_for(agent.store.ready.wait(), 5)
         finally:
             await agent.stop()
         assert len(asyncio.all_tasks()) == before
@@ -172,20 +174,21 @@ class TestRunner:
     async def test_monitor_loss_triggers_an_immediate_recheck(self, redis_proc: RedisProcess) -> None:
         """Killing the monitor connection counts as a failure at once and triggers a re-check (no tick wait)."""
         settings = settings_for(redis_proc.url, window="0", interval="5s", retry_interval="0.1", timeout="0.3")
-        agent = Agent(settings, Metrics(CollectorRegistry()))
+        agent = Agent(settings)
+        agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
         await agent.start()
         try:
-            await asyncio.wait_for(agent.ready.wait(), 5)
-            await _until(lambda: agent.status["redis"].monitor_up and "readiness-agent:monitor" in str(
+            await asyncio.wait_for(agent.store.ready.wait(), 5)
+            await _until(lambda: agent.snapshot.checks["redis"].monitor_up and "readiness-agent:monitor" in str(
                 redis_proc.cli("PUBSUB", "CHANNELS")), 5)
-            runs = agent.status["redis"].checks_run
+            runs = agent.snapshot.checks["redis"].checks_run
             redis_proc.cli("CLIENT", "KILL", "TYPE", "pubsub")
             started = time.monotonic()
             # Far sooner than the 5 s interval: the loss (1 run) plus the immediate re-check (1 run).
-            await _until(lambda: agent.status["redis"].checks_run >= runs + 2, 2)
+            await _until(lambda: agent.snapshot.checks["redis"].checks_run >= runs + 2, 2)
             assert time.monotonic() - started < 2
-            assert agent.status["redis"].verdict.state is State.READY  # one blip never flips readiness
-            assert agent.status["redis"].verdict.consecutive_failures == 0
+            assert agent.snapshot.checks["redis"].state is State.READY  # one blip never flips readiness
+            assert agent.snapshot.checks["redis"].consecutive_failures == 0
         finally:
             await agent.stop()
 

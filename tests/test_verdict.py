@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.checks import Reason
-from agent.verdict import AgentVerdict, CheckVerdict, ReadinessMode, State, Timing
+from agent.model import ReadinessMode, Reason, State
+from agent.settings import DEFAULT_TIMING
+from agent.verdict import AgentVerdict, CheckVerdict, Timing
 
-T = Timing()  # the design.md defaults
+T = DEFAULT_TIMING  # the documented defaults
+
+
+def timing_with(**changes: float) -> Timing:
+    """The defaults with some knobs changed."""
+    return replace(T, **changes)
 
 
 def feed(v: CheckVerdict, *obs: tuple[float, bool]) -> CheckVerdict:
@@ -44,7 +52,7 @@ class TestStabilityWindow:
 
     def test_window_zero_is_ready_on_first_success(self) -> None:
         """With window 0 the first success is enough."""
-        v = feed(CheckVerdict(Timing(window=0)), (0.1, True))
+        v = feed(CheckVerdict(timing_with(window=0)), (0.1, True))
         assert v.state is State.READY
 
     def test_failure_while_stabilizing_after_ready_goes_to_degraded(self) -> None:
@@ -56,8 +64,8 @@ class TestStabilityWindow:
 
     def test_next_check_lands_on_window_end(self) -> None:
         """While stabilizing, the next check is scheduled no later than the end of the window."""
-        v = feed(CheckVerdict(Timing(window=0.3, retry_interval=0.2)), (1.0, True), (1.2, True))
-        assert abs(v.next_delay(1.2, rng=lambda: 1.0) - 0.1) < 1e-9
+        v = feed(CheckVerdict(timing_with(window=0.3, retry_interval=0.2)), (1.0, True), (1.2, True))
+        assert abs(v.next_delay(1.2, rng=lambda: 1.0).seconds - 0.1) < 1e-9
 
 
 class TestThresholds:
@@ -170,7 +178,7 @@ class TestStartupDeadline:
         feed(a.checks["redis"], (1, True), (1.5, True))  # type: ignore[arg-type]
         a.refresh(1.5)
         a.refresh(100)
-        assert not a.deadline_exceeded and a.is_started()
+        assert not a.deadline_exceeded and a.started
 
     def test_deadline_is_a_flag_not_a_state(self) -> None:
         """Exceeding the deadline keeps checking: a later stable window still reaches ready."""
@@ -185,23 +193,25 @@ class TestBackoff:
     def test_healthy_uses_interval(self) -> None:
         """A ready, healthy check waits `interval` (±20 %)."""
         v = feed(CheckVerdict(T), (0, True), (0.5, True))
-        assert v.next_delay(0.5, rng=lambda: 0.5) == T.interval
+        assert v.next_delay(0.5, rng=lambda: 0.5).seconds == T.interval
 
     def test_failing_uses_retry_interval_until_backoff_after(self) -> None:
         """Failing for less than backoff_after re-checks at retry_interval."""
         v = feed(CheckVerdict(T), (0, False), (4.9, False))
-        assert v.next_delay(4.9, rng=lambda: 0.5) == T.retry_interval
+        assert v.next_delay(4.9, rng=lambda: 0.5).seconds == T.retry_interval
 
     def test_backoff_doubles_up_to_interval(self) -> None:
         """After backoff_after, delays double from retry_interval and cap at interval."""
         v = CheckVerdict(T)
         delays = []
         now = 0.0
+        backoff = None
         for _ in range(34):  # 25 x 0.2 s reach backoff_after (5 s), then 0.4, 0.8, 1.0, ...
             v.observe(False, now, Reason.REFUSED)
-            d = v.next_delay(now, rng=lambda: 0.5)
-            delays.append(round(d, 6))
-            now += d
+            delay = v.next_delay(now, rng=lambda: 0.5, backoff=backoff)
+            backoff = delay.backoff
+            delays.append(round(delay.seconds, 6))
+            now += delay.seconds
         assert delays[0] == T.retry_interval
         backed = [d for d in delays if d != T.retry_interval]
         assert backed[:3] == [0.4, 0.8, 1.0] and set(backed[3:]) == {1.0}
@@ -209,20 +219,23 @@ class TestBackoff:
     def test_backoff_resets_after_success(self) -> None:
         """One success ends the backoff."""
         v = CheckVerdict(T)
+        backoff = None
         for t in range(0, 8):
             v.observe(False, float(t), Reason.REFUSED)
-            v.next_delay(float(t), rng=lambda: 0.5)
+            backoff = v.next_delay(float(t), rng=lambda: 0.5, backoff=backoff).backoff
+        assert backoff is not None
         v.observe(True, 8.0)
+        assert v.next_delay(8.0, rng=lambda: 0.5, backoff=backoff).backoff is None
         v.observe(False, 8.1, Reason.REFUSED)
-        assert v.next_delay(8.1, rng=lambda: 0.5) == T.retry_interval
+        assert v.next_delay(8.1, rng=lambda: 0.5, backoff=None).seconds == T.retry_interval
 
     @given(st.floats(0, 1, exclude_max=True))
     def test_jitter_bounds(self, r: float) -> None:
         """Every delay stays within ±20 % of its base."""
         v = feed(CheckVerdict(T), (0, True), (0.5, True))
-        assert 0.8 * T.interval <= v.next_delay(0.5, rng=lambda: r) <= 1.2 * T.interval
+        assert 0.8 * T.interval <= v.next_delay(0.5, rng=lambda: r).seconds <= 1.2 * T.interval
         v.observe(False, 1.0, Reason.TIMEOUT)
-        assert 0.8 * T.retry_interval <= v.next_delay(1.0, rng=lambda: r) <= 1.2 * T.retry_interval
+        assert 0.8 * T.retry_interval <= v.next_delay(1.0, rng=lambda: r).seconds <= 1.2 * T.retry_interval
 
 
 # ----------------------------------------------------------------------------------------- property tests
@@ -231,7 +244,7 @@ observations = st.lists(
     st.tuples(st.floats(0.001, 2.0, allow_nan=False), st.booleans()), min_size=1, max_size=60
 )
 timings = st.builds(
-    Timing,
+    timing_with,
     window=st.sampled_from([0.0, 0.2, 0.5, 1.0]),
     failure_threshold=st.integers(2, 5),
     flap_window=st.sampled_from([1.0, 10.0]),
@@ -283,7 +296,7 @@ class TestProperties:
         now = timing.window
         v.observe(True, now)
         while now < fault_at:  # healthy checks on the agent's own schedule
-            now += v.next_delay(now, rng=lambda: r)
+            now += v.next_delay(now, rng=lambda: r).seconds
             if now < fault_at:
                 v.observe(True, now)
         fault = fault_at
@@ -292,5 +305,5 @@ class TestProperties:
             now += timing.timeout
             v.observe(False, now, Reason.TIMEOUT)
             if v.state is State.READY:
-                now += v.next_delay(now, rng=lambda: r)
+                now += v.next_delay(now, rng=lambda: r).seconds
         assert now - fault <= timing.detection_bound + 1e-9

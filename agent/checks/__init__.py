@@ -1,58 +1,20 @@
-"""What every dependency check returns: ok/fail, a reason from a fixed set, and the observed latency.
-
-The reason set is closed (design.md) so it can be a metric label and a stable word in logs and ``/readyz``.
-"""
+"""Check adapters: each turns one kind of dependency into :class:`~agent.model.CheckResult` observations."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Callable
+
+from agent.checkconfig import CheckConfig
+from agent.model import Check
 
 
-class Reason(enum.StrEnum):
-    """Why a check failed. Fixed set: safe as a Prometheus label value."""
+def build_check(config: CheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> Check:
+    """The check object for one configured dependency."""
+    if config.kind == "redis":
+        from agent.checks.redis import RedisCheck
 
-    REFUSED = "refused"
-    TIMEOUT = "timeout"
-    LOADING = "loading"
-    AUTH = "auth"
-    TLS = "tls"
-    MASTER_LINK_DOWN = "master_link_down"
-    CLUSTER_DOWN = "cluster_down"
-    READONLY = "readonly"
-    BUSY = "busy"
-    OOM = "oom"
-    PROTOCOL = "protocol"
-    DNS = "dns"
-    MAINTENANCE = "maintenance"
-    ERROR = "error"
+        return RedisCheck(config, timeout, clock)
+    from agent.checks.tcp import TcpCheck
 
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One observation. ``detail`` is for humans (logs, /status) and never holds secrets."""
-
-    ok: bool
-    latency: float
-    reason: Reason | None = None
-    detail: str = ""
-
-
-class Check(Protocol):
-    """A dependency check. ``run`` must return within ``timeout`` seconds and never raise."""
-
-    name: str
-    required: bool
-
-    async def run(self) -> CheckResult:
-        """Observe the dependency once."""
-        ...
-
-    async def wait_lost(self) -> None:
-        """Return when a persistent monitor connection to the dependency is lost (never, if none)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
+    return TcpCheck(config, timeout, clock)

@@ -11,8 +11,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from agent.checks import CheckResult, Reason
-from agent.config import CheckConfig
+from agent.checkconfig import CheckConfig
+from agent.model import CheckResult, Reason
 
 
 class TcpCheck:
@@ -25,6 +25,7 @@ class TcpCheck:
         self.name = config.name
         self.required = config.required
         self.host, self.port = config.address
+        self.target = config.describe()
         self.timeout = timeout
         self.clock = clock
 

@@ -1,4 +1,4 @@
-"""A small WebSocket backend that depends on Redis the way the one in origin.md did.
+"""A small WebSocket backend that depends on Redis the way the one in docs/origin.md did.
 
 It exists to reproduce the 1011 race for real, so it does what the real backend did and nothing clever:
 

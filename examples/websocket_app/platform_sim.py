@@ -8,7 +8,7 @@ the agent prevents it) needs the platform's real behaviour, not a mock that says
   (a pod starts not ready). With no URL there is no readiness probe: ready as soon as the backend runs.
 * :class:`Router` sends each *new* connection to a backend its prober believes ready, and holds the connection
   while none is (as a load balancer queues requests), for at most ``hold`` seconds. Connections already open
-  are never moved: readiness only steers new ones (design.md, "What readiness cannot do").
+  are never moved: readiness only steers new ones (docs/design.md, "What readiness cannot do").
 * :class:`ClientLoad` starts a client every ``spacing`` seconds; each connects through the router, waits for
   the backend's ``ready`` frame, sends a few messages and expects each echoed back. Every client's fate is an
   :class:`Outcome`: served, closed with 1011, another error, or gave up waiting for a ready backend.

@@ -1,6 +1,6 @@
 """The WebSocket 1011 race, reproduced and prevented: ``python -m examples.websocket_app.race``.
 
-Why: the in-app fix of origin.md was never proven, because its mocks could not reproduce the race. This runs
+Why: the in-app fix of docs/origin.md was never proven, because its mocks could not reproduce the race. This runs
 the race for real, twice, under identical faults, and counts what clients see:
 
 (a) the platform's prober watches the backend's naive ``/healthz`` (TCP connect to Redis succeeds), as before
@@ -12,7 +12,7 @@ clients are up first; Redis starts with a dataset to load (``-LOADING`` for a fe
 phase Redis is SIGKILLed, restarted on the same port, and loads again. Clients arrive every 40 ms throughout.
 
 1011s are split by when they happened. Nobody can foresee an unannounced kill, so 1011s inside the agent's
-detection time after it (design.md's bound + 1 s slack) are counted apart from those later in the recovery.
+detection time after it (docs/design.md's bound + 1 s slack) are counted apart from those later in the recovery.
 Run it from the repository root (it uses the test harness in ``tests/support``).
 """
 
@@ -25,14 +25,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+from agent.settings import DEFAULT_TIMING
+from agent.verdict import Timing
 from examples.websocket_app.app import start_backend
 from examples.websocket_app.platform_sim import ClientLoad, Outcome, ProbeSpec, Router
 from tests.support.agentproc import AgentProcess
 from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, RespError
 
-# RedisProcess.start_loading's recipe (design.md): load slowly, but answer -LOADING promptly. Reused here so
+# RedisProcess.start_loading's recipe (docs/design.md): load slowly, but answer -LOADING promptly. Reused here so
 # that the start of each run and the restart after the kill both load the dump it saved, slowly.
 SLOW_LOAD = list(SLOW_LOAD_ARGS)
 
@@ -44,25 +46,11 @@ CAUSES = ("-LOADING", "refused", "other")
 MODES = {"naive": "(a) naive /healthz", "none": "(a) no readiness probe", "agent": "(b) agent /readyz"}
 
 
-@dataclass(frozen=True)
-class AgentTiming:
-    """The agent's timing flags (its defaults) and the detection bound they imply."""
-
-    window: float = 0.5
-    interval: float = 1.0
-    retry_interval: float = 0.2
-    timeout: float = 0.5
-    failure_threshold: int = 3
-
-    def args(self) -> list[str]:
-        return ["--window", str(self.window), "--interval", str(self.interval), "--retry-interval",
-                str(self.retry_interval), "--timeout", str(self.timeout), "--failure-threshold",
-                str(self.failure_threshold)]
-
-    @property
-    def detection_bound(self) -> float:
-        """design.md: the longest /readyz may stay 200 after an unannounced fault."""
-        return self.interval * 1.2 + self.failure_threshold * (self.timeout + self.retry_interval * 1.2)
+def timing_args(timing: Timing) -> list[str]:
+    """The agent's flags for ``timing`` (the demo runs the agent with its defaults, spelled out)."""
+    return ["--window", str(timing.window), "--interval", str(timing.interval), "--retry-interval",
+            str(timing.retry_interval), "--timeout", str(timing.timeout), "--failure-threshold",
+            str(timing.failure_threshold), "--jitter", str(timing.jitter)]
 
 
 @dataclass(frozen=True)
@@ -76,8 +64,8 @@ class Scenario:
     spacing: float = 0.04  # a new client every 40 ms
     messages: int = 3
     probe: ProbeSpec = FAST_PROBE
-    agent: AgentTiming = field(default_factory=AgentTiming)
-    slack: float = 1.0  # design.md: tests allow the detection bound + 1 s
+    agent: Timing = DEFAULT_TIMING  # the detection bound comes from the agent's own code
+    slack: float = 1.0  # docs/design.md: tests allow the detection bound + 1 s
 
     @property
     def detection_time(self) -> float:
@@ -185,7 +173,7 @@ async def run_once(mode: str, sc: Scenario) -> RunResult:
         stack.push_async_callback(backend.stop)
         readiness: str | None = None
         if mode == "agent":
-            agent = AgentProcess("--redis-url", redis.url, *sc.agent.args())
+            agent = AgentProcess("--redis-url", redis.url, *timing_args(sc.agent))
             stack.callback(agent.close)
             await asyncio.to_thread(agent.start)
             readiness = agent.base + "/readyz"
@@ -276,7 +264,7 @@ def format_table(a: RunResult, b: RunResult) -> str:
         f"Clients: one every {sc.spacing * 1000:g} ms, {sc.messages} echoes each, through a router gated by a "
         f"prober (period {p.period:g} s, timeout {p.timeout:g} s, failure {p.failure_threshold}, "
         f"success {p.success_threshold}).",
-        f"Detection time after the kill: design.md bound {sc.agent.detection_bound:.2f} s + {sc.slack:g} s.",
+        f"Detection time after the kill: detection bound {sc.agent.detection_bound:.2f} s + {sc.slack:g} s.",
         "",
         f"{'':<{widths[0]}}  {MODES[a.mode]:>{widths[1]}}  {MODES[b.mode]:>{widths[2]}}",
     ]

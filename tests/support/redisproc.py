@@ -271,7 +271,7 @@ class _Owned:
 # test runner is SIGKILLed); only safe from the main thread, whose death is the process's death.
 _SETPRIV = shutil.which("setpriv")
 
-# A slow but responsive load (design.md): ~68 us per key, and -LOADING answered promptly meanwhile.
+# A slow but responsive load (docs/design.md): ~68 us per key, and -LOADING answered promptly meanwhile.
 SLOW_LOAD_ARGS = ("--key-load-delay", "10", "--loading-process-events-interval-bytes", "1024")
 
 
@@ -601,7 +601,7 @@ class RedisProcess:
     def start_loading(self, seconds: float = 3.0, *, timeout: float = 30.0) -> None:
         """Restart into a real ``-LOADING`` phase of roughly ``seconds`` and return once PING says LOADING.
 
-        Recipe (design.md): ``DEBUG POPULATE``, ``SAVE``, restart on the same dir with ``--key-load-delay 10
+        Recipe (docs/design.md): ``DEBUG POPULATE``, ``SAVE``, restart on the same dir with ``--key-load-delay 10
         --loading-process-events-interval-bytes 1024`` (without the latter, PING is answered only every few
         seconds while loading). Measured here: ~68 us per key, hence ~14 000 keys per second. The slow-load
         options apply to this start only: a later ``restart()`` loads the same dump at full speed.

@@ -1,0 +1,137 @@
+"""What Redis' replies and errors mean for readiness: a reason from the fixed set and a secret-free detail.
+
+Kept apart from the connection code so the mapping (each entry from a real failure mode, docs/design.md
+"Redis facts") is read and tested on its own.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from redis import exceptions as rx
+
+from agent.model import Reason
+
+# Error-reply prefixes redis-py leaves as a plain ResponseError (or maps to a too-generic class).
+_PREFIXES: tuple[tuple[str, Reason], ...] = (
+    ("LOADING", Reason.LOADING),
+    ("BUSY", Reason.BUSY),
+    ("MASTERDOWN", Reason.MASTER_LINK_DOWN),
+    ("MISCONF", Reason.READONLY),  # persistence failing: the server refuses writes (and PING)
+    ("READONLY", Reason.READONLY),
+    ("OOM", Reason.OOM),
+    ("CLUSTERDOWN", Reason.CLUSTER_DOWN),
+    ("TRYAGAIN", Reason.CLUSTER_DOWN),
+    ("NOAUTH", Reason.AUTH),
+    ("WRONGPASS", Reason.AUTH),
+    ("NOPERM", Reason.AUTH),
+    ("DENIED", Reason.AUTH),
+    ("ERR max number of clients", Reason.REFUSED),
+    ("ERR AUTH", Reason.AUTH),
+    ("ERR invalid password", Reason.AUTH),
+    ("ERR Client sent AUTH", Reason.AUTH),
+    ("invalid username-password", Reason.AUTH),
+    ("Authentication required", Reason.AUTH),
+)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost OS-level error behind a redis-py wrapper, if any."""
+    seen = exc
+    for _ in range(5):
+        inner = seen.__cause__ or seen.__context__
+        if inner is None:
+            break
+        seen = inner
+    return seen
+
+
+def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
+    """Exceptions redis-py maps to a class (stripping the reply's prefix from the message)."""
+    if isinstance(exc, TimeoutError | rx.TimeoutError | socket.timeout):
+        return Reason.TIMEOUT, "no answer within the check timeout"
+    if isinstance(exc, rx.BusyLoadingError):
+        return Reason.LOADING, "Redis is loading its dataset"
+    if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError | rx.NoPermissionError):
+        return Reason.AUTH, "authentication failed"
+    if isinstance(exc, rx.MasterDownError):
+        return Reason.MASTER_LINK_DOWN, "MASTERDOWN: the replica's master link is down"
+    if isinstance(exc, rx.ClusterDownError | rx.TryAgainError):
+        return Reason.CLUSTER_DOWN, "the cluster is down or migrating"
+    if isinstance(exc, rx.ReadOnlyError):
+        return Reason.READONLY, "READONLY: a read-only replica"
+    if isinstance(exc, rx.OutOfMemoryError):
+        return Reason.OOM, "OOM: maxmemory reached"
+    return None
+
+
+def _by_root(root: BaseException) -> tuple[Reason, str] | None:
+    """OS-level causes under a connection error."""
+    if isinstance(root, ssl.SSLError):
+        return Reason.TLS, f"TLS error: {root.reason or type(root).__name__}"
+    if isinstance(root, socket.gaierror):
+        return Reason.DNS, "host name does not resolve"
+    if isinstance(root, TimeoutError | socket.timeout):
+        return Reason.TIMEOUT, "no answer within the check timeout"
+    if isinstance(root, ConnectionRefusedError):
+        return Reason.REFUSED, "connection refused"
+    if isinstance(root, ConnectionResetError | BrokenPipeError):
+        return Reason.REFUSED, "connection reset"
+    return None
+
+
+def classify(exc: BaseException) -> tuple[Reason, str]:
+    """Map an exception from a check to a reason and a short, secret-free detail."""
+    known = _by_class(exc)
+    if known is not None:
+        return known
+    text = str(exc).strip()
+    if isinstance(exc, rx.ResponseError) or (isinstance(exc, rx.ConnectionError) and text[:1].isupper()):
+        for prefix, reason in _PREFIXES:
+            if text.startswith(prefix):
+                return reason, text.splitlines()[0][:120]
+    if isinstance(exc, rx.ResponseError):
+        return Reason.ERROR, text.splitlines()[0][:120] if text else "error reply"
+    known = _by_root(_root_cause(exc))
+    if known is not None:
+        return known
+    if isinstance(exc, rx.InvalidResponse):
+        return Reason.PROTOCOL, "not a Redis protocol reply"
+    lowered = text.lower()
+    if "ssl" in lowered or "certificate" in lowered:
+        return Reason.TLS, "TLS handshake failed"
+    if "closed" in lowered:
+        return Reason.REFUSED, "connection closed by the server"
+    if isinstance(exc, OSError | rx.ConnectionError):
+        return Reason.REFUSED, "connection failed"
+    return Reason.ERROR, type(exc).__name__
+
+
+def parse_info(raw: Any) -> dict[str, str]:
+    """``INFO`` text into a flat ``field → value`` mapping (sections and comments dropped)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def judge_info(info: dict[str, str], require_master: bool) -> tuple[Reason, str] | None:
+    """Failure implied by INFO fields, or None when they say "usable"."""
+    if info.get("loading") == "1":
+        return Reason.LOADING, "INFO says loading:1"
+    if info.get("async_loading") == "1":
+        return Reason.LOADING, "INFO says async_loading:1"
+    role = info.get("role")
+    if role == "slave":
+        if require_master:
+            return Reason.READONLY, "a replica, and this check requires the master"
+        if info.get("master_link_status") != "up":
+            return Reason.MASTER_LINK_DOWN, "replica's master link is down"
+    if info.get("cluster_state") not in (None, "ok"):
+        return Reason.CLUSTER_DOWN, f"cluster_state:{info.get('cluster_state')}"
+    return None

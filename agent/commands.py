@@ -1,0 +1,136 @@
+"""The three commands: ``run`` (the sidecar), ``check`` (one round) and ``wait`` (block until ready).
+
+Each takes validated :class:`Settings`; the parser and the exit-code policy live in cli.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from agent import __version__
+from agent.settings import Settings
+
+EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("readiness_agent")
+
+
+def _log_settings(settings: Settings) -> None:
+    effective = settings.effective()
+    parts = [f"{k}={v['value']}({v['source']})" for k, v in effective.items() if v["value"] is not None]
+    log.info("readiness-agent %s on platform %s (%s)", __version__, settings.resolved_platform,
+             settings.platform_reason)
+    log.info("settings: %s", " ".join(parts))
+    for c in settings.checks:
+        log.info("check %s: %s %s (%s)", c.name, c.kind, c.describe(), "required" if c.required else "optional")
+
+
+async def run(settings: Settings) -> int:
+    """The sidecar: serve probes and metrics until SIGTERM/SIGINT, then drain and exit 0."""
+    from prometheus_client import CollectorRegistry, disable_created_metrics
+
+    from agent.metrics import Metrics
+    from agent.scheduler import Agent
+    from agent.server import bound_port, make_app, serve
+    from agent.verdict_log import VerdictLog
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition
+    registry = CollectorRegistry()
+    agent = Agent(settings)
+    agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
+    agent.store.subscribe(VerdictLog(serving=True))
+    app = make_app(agent, registry)
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    _log_settings(settings)
+    listen = settings.listen
+    try:
+        async with serve(app, listen.host, listen.port) as runner:
+            log.info("listening on %s (port %d)", listen, bound_port(runner))
+            await agent.start()
+            # Start-up objects (modules, settings, the app) live for good: keep the collector off them.
+            gc.freeze()
+            code = await _until_stopped(agent.store.deadline_event, settings, signals, agent.drain)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
+        return EXIT_USAGE
+    finally:
+        await agent.stop()
+    return code
+
+
+async def _until_stopped(deadline: asyncio.Event, settings: Settings, signals: asyncio.Queue[int],
+                         drain: Callable[[], None]) -> int:
+    """Wait for a signal (drain, then exit 0) or, if configured, the startup deadline (exit 1)."""
+    signal_task = asyncio.create_task(signals.get(), name="signal")
+    waiters: set[asyncio.Task[Any]] = {signal_task}
+    if settings.exit_on_startup_timeout:
+        waiters.add(asyncio.create_task(deadline.wait(), name="deadline"))
+    done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if signal_task not in done:
+        log.error("exiting with code 1: startup deadline passed (--exit-on-startup-timeout)")
+        return EXIT_NOT_READY
+    sig = signal.Signals(signal_task.result())
+    drain()
+    log.info("%s received: draining for %gs, then exiting", sig.name, settings.drain_seconds)
+    try:
+        async with asyncio.timeout(settings.drain_seconds):
+            await signals.get()  # a second signal cuts the drain short
+            log.warning("second signal: exiting now")
+    except TimeoutError:
+        pass
+    return EXIT_OK
+
+
+async def check_once(settings: Settings) -> int:
+    """One round of every check, concurrently; one line per check on stdout."""
+    from agent.checks import build_check
+
+    checks = [build_check(c, settings.timeout, _monotonic) for c in settings.checks]
+    try:
+        results = await asyncio.gather(*(c.run() for c in checks))
+    finally:
+        for c in checks:
+            await c.close()
+    ok = True
+    for c, r in zip(checks, results, strict=True):
+        tag = "" if c.required else " (optional)"
+        if r.ok:
+            print(f"[+]{c.name} ok ({r.latency * 1000:.1f} ms){tag}")
+        else:
+            print(f"[-]{c.name} failed: {r.reason} ({r.detail}){tag}")
+            ok = ok and not c.required
+    return EXIT_OK if ok else EXIT_NOT_READY
+
+
+def _monotonic() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def wait_ready(settings: Settings, max_wait: float) -> int:
+    """Run the checks until the verdict is ready (window included) or ``max_wait`` passes."""
+    from agent.scheduler import Agent
+    from agent.verdict_log import VerdictLog
+
+    agent = Agent(settings)
+    agent.store.subscribe(VerdictLog(serving=False))
+    await agent.start()
+    try:
+        async with asyncio.timeout(max_wait):
+            await agent.store.ready.wait()
+        print(f"ready after {agent.clock() - agent.snapshot.started_at:.2f}s")
+        return EXIT_OK
+    except TimeoutError:
+        sys.stderr.write(f"readiness-agent: not ready after {max_wait:g}s ({agent.snapshot.why_not_ready()})\n")
+        return EXIT_NOT_READY
+    finally:
+        await agent.stop()

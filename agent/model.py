@@ -1,0 +1,103 @@
+"""The vocabulary every layer shares: states, failure reasons, check results and the check protocol.
+
+It sits at the bottom of the package and imports nothing from it, so the pure verdict, the check adapters and
+every reader speak the same words without importing each other. The reason set is closed (docs/design.md):
+each value is safe as a Prometheus label and a stable word in logs and ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class State(enum.StrEnum):
+    """Per-check and agent-level states, as named by docs/design.md and the ``state`` metric."""
+
+    STARTING = "starting"
+    STABILIZING = "stabilizing"
+    READY = "ready"
+    DEGRADED = "degraded"
+    DRAINING = "draining"
+
+
+class ReadinessMode(enum.StrEnum):
+    """``always``: /readyz follows the verdict. ``startup``: gate only until the first ready."""
+
+    ALWAYS = "always"
+    STARTUP = "startup"
+
+
+class Reason(enum.StrEnum):
+    """Why a check failed. Fixed set: safe as a Prometheus label value."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    LOADING = "loading"
+    AUTH = "auth"
+    TLS = "tls"
+    MASTER_LINK_DOWN = "master_link_down"
+    CLUSTER_DOWN = "cluster_down"
+    READONLY = "readonly"
+    BUSY = "busy"
+    OOM = "oom"
+    PROTOCOL = "protocol"
+    DNS = "dns"
+    MAINTENANCE = "maintenance"
+    ERROR = "error"
+
+
+class Origin(enum.StrEnum):
+    """Where an observation came from: a scheduled check, or the loss of a held monitor connection."""
+
+    PROBE = "probe"
+    MONITOR = "monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One observation. ``detail`` is for humans (logs, /status) and never holds secrets."""
+
+    ok: bool
+    latency: float
+    reason: Reason | None = None
+    detail: str = ""
+    origin: Origin = Origin.PROBE
+
+
+class Check(Protocol):
+    """A dependency check. ``run`` must return within its timeout and never raise.
+
+    ``kind`` (``redis``, ``tcp``) and ``target`` (a secret-free address) are what readers show; ``required``
+    says whether the check gates readiness.
+    """
+
+    name: str
+    kind: str
+    target: str
+    required: bool
+
+    async def run(self) -> CheckResult:
+        """Observe the dependency once."""
+        ...
+
+    async def wait_lost(self) -> None:
+        """Return when a persistent monitor connection to the dependency is lost (never, if none).
+
+        Raise :class:`MonitorUnavailable` when it cannot be opened; the scheduler retries after the next
+        successful check.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MonitorUnavailable(Exception):
+    """The monitor connection could not be opened; ``reason`` says why."""
+
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason

@@ -1,0 +1,169 @@
+"""The scheduler: runs each check when its verdict asks, holds the monitor connections, watches the deadline.
+
+Per check there are two tasks: the check loop (run, record, sleep the verdict's delay or until the monitor
+connection drops) and the monitor loop (hold a monitor connection; its loss is a failed observation at that
+instant and wakes the check loop for an immediate re-check). A third task watches the startup deadline and a
+fourth beats the heartbeat ``/livez`` reads. Every observation goes to the :class:`VerdictStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.checks import build_check
+from agent.model import Check, CheckResult, MonitorUnavailable, Origin, Reason
+from agent.settings import Settings
+from agent.snapshot import AgentSnapshot
+from agent.store import VerdictStore
+
+
+@dataclass(slots=True)
+class _Wakeups:
+    """The events one check's two loops use to talk to each other."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    succeeded: asyncio.Event = field(default_factory=asyncio.Event)
+    monitor_reset: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Agent:
+    """The running agent: ``start`` launches the check tasks; ``stop`` cancels them and closes connections."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        checks: Sequence[Check] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng
+        self.timing = settings.timing
+        built = list(checks) if checks is not None else [
+            build_check(c, self.timing.timeout, clock) for c in settings.checks
+        ]
+        self.checks = {c.name: c for c in built}
+        self.store = VerdictStore(built, self.timing, settings.mode, settings.startup_timeout, clock)
+        self._wakeups = {name: _Wakeups() for name in self.checks}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forever: list[asyncio.Task[None]] = []  # must never end: /livez fails if one does
+        self.heartbeat = clock()
+
+    @property
+    def snapshot(self) -> AgentSnapshot:
+        return self.store.snapshot
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Launch the check, monitor, deadline and heartbeat tasks."""
+        for name in self.checks:
+            self._spawn(self._check_loop(name), f"check:{name}")
+            self._spawn(self._monitor_loop(name), f"monitor:{name}")
+        self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._deadline(), "startup-deadline", forever=False)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str, forever: bool = True) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        if forever:
+            self._forever.append(task)
+
+    async def stop(self) -> None:
+        """Cancel every task and close every connection."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._forever.clear()
+        for check in self.checks.values():
+            await check.close()
+
+    def healthy(self) -> bool:
+        """For /livez: every task alive and the heartbeat recent. Never depends on Redis."""
+        if any(t.done() for t in self._forever):
+            return False
+        return self.clock() - self.heartbeat < max(5.0, self.timing.interval * 5)
+
+    def drain(self) -> None:
+        """Start draining: /readyz 503 from now on, for good."""
+        self.store.drain()
+
+    # ------------------------------------------------------------------------------------------ the loops
+
+    def record(self, name: str, result: CheckResult) -> None:
+        """One observation: to the store, and to the monitor loop (a success may open it, a failure resets it)."""
+        wakeups = self._wakeups[name]
+        if result.ok:
+            wakeups.succeeded.set()
+        elif result.origin is not Origin.MONITOR:
+            wakeups.monitor_reset.set()
+        self.store.record(name, result)
+
+    async def _check_loop(self, name: str) -> None:
+        check, wakeups = self.checks[name], self._wakeups[name]
+        backoff: float | None = None
+        while True:
+            wakeups.wake.clear()
+            result = await check.run()
+            self.record(name, result)
+            delay = self.store.verdict_of(name).next_delay(self.clock(), self.rng, backoff)
+            backoff = delay.backoff
+            try:
+                async with asyncio.timeout(delay.seconds):
+                    await wakeups.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _monitor_loop(self, name: str) -> None:
+        """Hold the monitor connection while the check passes; its loss is a failure and a re-check now.
+
+        Opened only after a successful check, and dropped (to be reopened after the next success) whenever
+        a check fails: after a blackhole or a pause the old connection may be half-open forever, and a
+        monitor that can never see EOF would silently stop watching.
+        """
+        check, wakeups = self.checks[name], self._wakeups[name]
+        while True:
+            await wakeups.succeeded.wait()
+            wakeups.succeeded.clear()
+            wakeups.monitor_reset.clear()
+            lost = asyncio.create_task(check.wait_lost(), name=f"monitor-conn:{name}")
+            reset = asyncio.create_task(wakeups.monitor_reset.wait(), name=f"monitor-reset:{name}")
+            self.store.set_monitor(name, True)
+            try:
+                done, _ = await asyncio.wait({lost, reset}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.store.set_monitor(name, False)
+                for task in (lost, reset):
+                    task.cancel()
+                await asyncio.gather(lost, reset, return_exceptions=True)
+            if lost not in done or lost.cancelled() or isinstance(lost.exception(), MonitorUnavailable):
+                continue  # a failed check reset it, or it could not open: retry after the next success
+            error = lost.exception()
+            if error is not None:
+                raise error
+            wakeups.succeeded.clear()  # reconnect only after a check has succeeded again
+            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, "monitor connection lost", Origin.MONITOR))
+            wakeups.wake.set()
+
+    async def _deadline(self) -> None:
+        """Flag the startup deadline if it passes before the first ready; end early once ready."""
+        remaining = self.store.snapshot.deadline_remaining(self.clock())
+        if remaining is None:
+            return
+        try:
+            async with asyncio.timeout(remaining):
+                await self.store.ready.wait()
+        except TimeoutError:
+            self.store.check_deadline()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.heartbeat = self.clock()
+            await asyncio.sleep(1.0)

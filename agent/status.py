@@ -1,0 +1,68 @@
+"""The ``/status`` document: the verdict, platform, effective settings with sources, and per-check detail.
+
+Built from a snapshot and the settings only, so it shows exactly what the probes answer from. Every value is
+secret-free: targets and URLs are the redacted forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from agent import __version__
+from agent.settings import Settings
+from agent.snapshot import AgentSnapshot, CheckSnapshot
+
+
+def _check(check: CheckSnapshot, now: float) -> dict[str, Any]:
+    last = check.last
+    return {
+        "kind": check.kind,
+        "target": check.target,
+        "required": check.required,
+        "state": str(check.state),
+        "since_seconds": round(now - check.since, 3),
+        "last": None if last is None else {
+            "ok": last.ok,
+            "reason": None if last.reason is None else str(last.reason),
+            "detail": last.detail,
+            "latency_ms": round(last.latency * 1000, 3),
+            "age_seconds": round(now - (check.last_at or now), 3),
+        },
+        "last_failure_reason": None if check.last_reason is None else str(check.last_reason),
+        "consecutive_successes": check.consecutive_successes,
+        "consecutive_failures": check.consecutive_failures,
+        "window_remaining_seconds": check.window_remaining(now),
+        "checks_run": check.checks_run,
+        "monitor_connected": check.monitor_up,
+    }
+
+
+def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy: bool) -> dict[str, Any]:
+    """The ``/status`` JSON for ``snap`` at monotonic time ``now``."""
+    remaining = snap.deadline_remaining(now)
+    return {
+        "version": __version__,
+        "state": str(snap.state),
+        "ready": snap.ready,
+        "started": snap.started,
+        "since_seconds": round(now - snap.since, 3),
+        "uptime_seconds": round(now - snap.started_at, 3),
+        "readiness_mode": str(snap.mode),
+        "draining": snap.draining,
+        "platform": {"resolved": str(settings.resolved_platform), "reason": settings.platform_reason},
+        "startup": {
+            "deadline_seconds": snap.startup_timeout,
+            "deadline_remaining_seconds": None if remaining is None else round(remaining, 3),
+            "deadline_exceeded": snap.deadline_exceeded,
+            "startup_seconds": None if snap.first_ready_at is None
+            else round(snap.first_ready_at - snap.started_at, 3),
+        },
+        "detection_bound_seconds": round(settings.timing.detection_bound, 3),
+        "runtime": {"asyncio_tasks": len(asyncio.all_tasks()), "healthy": healthy},
+        "checks": {name: _check(check, now) for name, check in snap.checks.items()},
+        "settings": settings.effective(),
+        "config_file": settings.config_file,
+        "time": time.time(),
+    }
