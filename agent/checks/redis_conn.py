@@ -8,7 +8,6 @@ re-read when it changes), so a TLS or auth fix is made in one place.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 from typing import Any
@@ -19,37 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agent.checkconfig import CheckConfig
+from agent.secretfile import SecretFile
 from agent.urls import RedisTarget
-
-
-class PasswordFile:
-    """A password mounted as a file; re-read whenever its modification time or size changes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._stamp: tuple[float, int] | None = None
-        self._value: str | None = None
-
-    def stamp(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
-
-    def read(self) -> str | None:
-        stamp = self.stamp()
-        if stamp != self._stamp or self._value is None:
-            try:
-                with open(self.path, encoding="utf-8") as handle:
-                    self._value = handle.read().rstrip("\r\n")
-            except OSError:
-                self._value = None
-            self._stamp = stamp
-        return self._value
-
-    def changed(self) -> bool:
-        return self.stamp() != self._stamp
 
 
 class _TlsConnection(Connection):
@@ -71,7 +41,7 @@ class RedisEndpoint:
         self.config = config
         self.target: RedisTarget = config.redis
         self.timeout = timeout
-        self.password_file = PasswordFile(config.password_file) if config.password_file else None
+        self.password_file = SecretFile(config.password_file) if config.password_file else None
         self._ssl: ssl.SSLContext | None = None
 
     def password(self) -> str | None:
