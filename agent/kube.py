@@ -57,6 +57,7 @@ CONDITION_REASONS = {
 }
 _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+RETRY_AFTER_MAX = 60.0  # a server asking for longer than this is not believed
 _PERMANENT = {"forbidden", "not_found", "invalid"}  # need an operator (RBAC, a new pod, a bad condition type)
 
 
@@ -186,7 +187,7 @@ class PodGate:
         self._stopping = True
         self._stop_deadline = self.clock() + timeout
         self._wake.set()
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except TimeoutError:
@@ -215,20 +216,26 @@ class PodGate:
     # --- the worker ----------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        last_was_condition = False
         while not self._stopping:
             self._wake.clear()
             now = self.clock()
-            if self._synced != self._desired and now >= self._next_at:
-                await self._sync_condition(self.request_timeout)
-                continue
             event_wait = self._event_wait(now)
+            condition_due = self._synced != self._desired and now >= self._next_at
+            # The condition goes first, but a due Event gets every other turn so flapping cannot starve it.
+            if condition_due and not (event_wait == 0.0 and last_was_condition):
+                await self._sync_condition(self.request_timeout)
+                last_was_condition = True
+                continue
             if event_wait == 0.0:
                 await self._flush_event(self.request_timeout)
+                last_was_condition = False
                 continue
             waits = [w for w in (event_wait, self._next_at - now if self._synced != self._desired else None)
                      if w is not None]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(waits) if waits else None)
+            last_was_condition = False  # after a quiet spell the condition is first again
         # stopping: one attempt, no backoff, within what is left of stop()'s timeout
         if self._synced != self._desired:
             await self._sync_condition(max(0.05, self._stop_deadline - self.clock()))
@@ -238,8 +245,8 @@ class PodGate:
 
     def _event_wait(self, now: float) -> float | None:
         """Seconds until an Event can be written (0.0 now), or None when nothing is pending."""
-        if not self._pending_events or self._writer is None or self._writer.uid is None:
-            return None
+        if not self._pending_events or self._writer is None or self._writer.uid is None or self._failures:
+            return None  # the condition goes first; events wait until its patch works (and the pod uid is known)
         self._tokens = min(float(self.event_burst), self._tokens + (now - self._tokens_at) / self.event_refill)
         self._tokens_at = now
         token_wait = 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) * self.event_refill
@@ -299,7 +306,7 @@ class PodGate:
             delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
         delay *= random.uniform(0.8, 1.2)
         if outcome.retry_after is not None:
-            delay = max(delay, min(outcome.retry_after, 2 * self.backoff_cap))
+            delay = max(delay, min(outcome.retry_after, RETRY_AFTER_MAX))
         return delay
 
     def _count(self, what: str, result: str) -> None:

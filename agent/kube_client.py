@@ -139,6 +139,8 @@ def classify(exc: BaseException) -> Outcome:
         result = _STATUS_RESULTS.get(status) or ("server_error" if status >= 500 else "error")
         retry_after = _retry_after(exc.headers) if status in (429, 503) else None
         return Outcome(result, status, _scrub(f"HTTP {status}: {_api_message(exc)}"), retry_after)
+    if isinstance(exc, u3.NewConnectionError | u3.NameResolutionError):  # urllib3 2 makes these "timeouts" too
+        return Outcome("unreachable", None, _scrub(_one_line(exc)))
     if isinstance(exc, u3.TimeoutError):
         return Outcome("timeout", None, "no answer within the request timeout")
     if isinstance(exc, u3.HTTPError | OSError):
