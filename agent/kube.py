@@ -9,12 +9,16 @@ imported only by ``agent.kube_client`` functions running on the gate's worker th
 
 Wiring (the whole interface)::
 
-    cfg = gate_config(os.environ, settings["kube_condition_type"], settings["kubeconfig"])  # ValueError → exit 2
+    cfg = gate_config(os.environ, settings.kube_condition_type, settings.kubeconfig)  # ValueError → exit 2
     gate = PodGate(cfg, registry)
     await gate.start()                       # loads credentials off the loop (GateSetupError → exit 2)
     gate.publish(ready, reason, message)     # on every agent-level transition; never blocks, never raises
-    gate.status()                            # → /status["kube_gate"]
+    gate.status()                            # → /status["kube_gate"] (disabled_status() when the gate is off)
     await gate.stop(timeout)                 # after publishing "draining": one last best-effort sync
+
+``GateListener(gate)`` does the ``publish`` part as a verdict-store listener (``store.subscribe(listener)``,
+then ``listener.publish_snapshot(store.snapshot)`` once after ``start``); ``verdict_of(snapshot)`` is the
+mapping it uses.
 
 Behaviour: one worker task and one worker thread, so at most one API call is in flight; ``publish`` only
 records the latest value and wakes the worker, so bursts coalesce and the pod converges to the latest verdict.
@@ -37,14 +41,20 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
 
 from agent import kube_client as kc
 from agent.kube_client import RESULTS, GateSetupError, Outcome, Session
 
-__all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateSetupError", "PodGate", "condition_reason",
-           "disabled_status", "gate_config"]
+if TYPE_CHECKING:
+    from agent.model import CheckResult
+    from agent.snapshot import AgentSnapshot
+    from agent.store import Change
+
+__all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateListener", "GateSetupError", "PodGate",
+           "condition_reason", "disabled_status", "gate_config", "verdict_of"]
 
 log = logging.getLogger("readiness_agent")
 
@@ -54,6 +64,7 @@ CONDITION_REASONS = {
     "cluster_down": "RedisClusterDown", "readonly": "RedisReadOnly", "busy": "RedisBusy",
     "oom": "RedisOutOfMemory", "protocol": "RedisProtocolError", "dns": "RedisDNSFailed",
     "maintenance": "Maintenance", "error": "CheckError", "draining": "Draining", "starting": "Starting",
+    "stabilizing": "Stabilizing", "degraded": "Degraded",
 }
 _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -324,3 +335,38 @@ class PodGate:
             target = "pods/status" if what == "patch" else "events"
             log.warning("kube gate: %s on %s/%s failed: %s (%s); retrying with backoff", target,
                         self.config.namespace, self.config.pod_name, outcome.result, outcome.message)
+
+
+def verdict_of(snapshot: AgentSnapshot) -> tuple[bool, str | None, str]:
+    """``(ready, reason word, message)`` for ``PodGate.publish`` from the agent's snapshot.
+
+    The reason is the first not-ready required check's ``why()`` (its failure reason, or its state while it
+    stabilizes), ``draining`` while draining; the message is ``why_not_ready()`` (``redis: refused``).
+    """
+    if snapshot.ready:
+        return True, None, "all required checks ready"
+    if snapshot.draining:
+        return False, "draining", "draining: the agent is shutting down"
+    why = next((c.why() for c in snapshot.checks.values() if c.required and not c.ready), str(snapshot.state))
+    return False, why, snapshot.why_not_ready()
+
+
+class GateListener:
+    """A verdict-store listener that publishes to a ``PodGate`` on every agent-level change or ``/readyz`` flip."""
+
+    def __init__(self, gate: PodGate) -> None:
+        self.gate = gate
+
+    def publish_snapshot(self, snapshot: AgentSnapshot) -> None:
+        """Publish the current verdict (call once right after ``gate.start()``)."""
+        self.gate.publish(*verdict_of(snapshot))
+
+    def observed(self, name: str, result: CheckResult, snapshot: AgentSnapshot) -> None:
+        """Single observations do not move the condition."""
+
+    def changed(self, change: Change) -> None:
+        if change.check is None or change.ready_flipped is not None:
+            self.publish_snapshot(change.snapshot)
+
+    def deadline_passed(self, snapshot: AgentSnapshot) -> None:
+        """The deadline does not change readiness (the verdict does)."""

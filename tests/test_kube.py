@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,19 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from agent import kube_client as kc
-from agent.kube import CONDITION_REASONS, RESULTS, GateConfig, GateSetupError, PodGate, condition_reason, gate_config
+from agent.kube import (
+    CONDITION_REASONS,
+    RESULTS,
+    GateConfig,
+    GateListener,
+    GateSetupError,
+    PodGate,
+    condition_reason,
+    gate_config,
+)
+from agent.model import CheckResult, ReadinessMode, Reason
+from agent.store import VerdictStore
+from agent.verdict import Timing
 from tests.support.kubeapi import REASON_RE, KubeAPI, make_tls, until, write_kubeconfig
 from tests.support.redisproc import free_port
 
@@ -470,3 +483,46 @@ class TestInCluster:
         with pytest.raises(GateSetupError, match=r"invalid --kubeconfig '.*kc'") as err:
             await gate.start()
         assert "\n" not in str(err.value)
+
+
+@dataclass
+class Identity:
+    """What the verdict store reads of a check (it never runs it): name, kind, target, required."""
+
+    name: str
+    kind: str = "redis"
+    target: str = "redis://127.0.0.1:6379/0"
+    required: bool = True
+
+    async def run(self) -> CheckResult:
+        raise AssertionError("the store never runs checks")
+
+    async def wait_lost(self) -> None:
+        raise AssertionError("the store never waits on monitors")
+
+    async def close(self) -> None:
+        return None
+
+
+class TestGateListener:
+    async def test_store_transitions_reach_the_pod(self, api: KubeAPI, gates: Gates) -> None:
+        """Through the real verdict store: starting, ready, a refused Redis and draining each land on the pod."""
+        now = [0.0]
+        timing = Timing(window=0.5, interval=1.0, retry_interval=0.2, timeout=0.5, failure_threshold=3,
+                        flap_window=10.0, backoff_after=5.0, jitter=0.0)
+        store = VerdictStore([Identity("redis")], timing, ReadinessMode.ALWAYS, 10.0, lambda: now[0])
+        gate = await gates.start()
+        listener = GateListener(gate)
+        store.subscribe(listener)
+        listener.publish_snapshot(store.snapshot)
+        await synced(api, "False", "Starting", "redis: starting")
+        for t in (0.0, 0.3, 0.6):
+            now[0] = t
+            store.record("redis", CheckResult(ok=True, latency=0.001))
+        await synced(api, "True", "DependenciesReady", "all required checks ready")
+        for t in (1.0, 1.2, 1.4):
+            now[0] = t
+            store.record("redis", CheckResult(ok=False, latency=0.001, reason=Reason.REFUSED, detail="refused"))
+        await synced(api, "False", "RedisRefused", "redis: refused")
+        store.drain()
+        await synced(api, "False", "Draining")
