@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.urls import RedisTarget, parse_redis_url, redact_url
-from agent.values import ConfigError, choice, parse_bool, parse_tcp_address, parse_text, shown
+from agent.values import ConfigError, choice, parse_bool, parse_tcp_address, parse_text, shown, unknown_key
 
 CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$", re.ASCII)
 CHECK_KEYS = (
@@ -19,6 +19,7 @@ CHECK_KEYS = (
     "require_master", "maintenance_key",
 )
 SHARED_KEYS = ("password_file", "ca_file", "cert_file", "key_file")
+MAX_CHECKS = 64  # each check holds connections and a task; a longer list is a mistake, not a fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ def parse_checks(entries: object, path: str | None, shared: Mapping[str, Any]) -
     """The file's ``checks:`` list; ``shared`` holds the ``redis_*_file`` settings each entry inherits."""
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"invalid checks in {path}: expected a non-empty list of checks")
+    if len(entries) > MAX_CHECKS:
+        raise ConfigError(f"invalid checks in {path}: {len(entries)} checks, at most {MAX_CHECKS}")
     return [_parse_check(entry, index, path, shared) for index, entry in enumerate(entries)]
 
 
@@ -59,7 +62,7 @@ def _parse_check(entry: object, index: int, path: str | None, shared: Mapping[st
         raise ConfigError(f"invalid {where}: expected a mapping with name, type and url/address")
     for key in entry:
         if key not in CHECK_KEYS:
-            raise ConfigError(f"unknown key {key!r} in {where}")
+            raise unknown_key(key, f"checks[{index}] in config file {path!r}", CHECK_KEYS)
 
     def get(key: str, parse: Callable[[object], Any], default: object = None) -> Any:
         if key not in entry or entry[key] is None:

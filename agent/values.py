@@ -7,9 +7,10 @@ Each parser takes what a flag, an environment variable or a YAML value holds and
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 
@@ -18,6 +19,7 @@ class ConfigError(Exception):
 
 
 _DURATION = re.compile(r"^[ \t]*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)[ \t]*(ms|s|m|h)?[ \t]*$", re.ASCII)
+_FRACTION = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?", re.ASCII)
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _WEEK = 86400 * 7
 
@@ -52,7 +54,7 @@ def parse_positive_int(raw: object) -> int:
     if isinstance(raw, int):
         value = raw
     else:
-        text = str(raw).strip()
+        text = str(raw).strip(" \t")
         if not re.fullmatch(r"\+?[0-9]+", text, re.ASCII):
             raise ValueError("expected a whole number ≥ 1")
         value = int(text)
@@ -65,10 +67,13 @@ def parse_fraction(raw: object) -> float:
     """A fraction from 0 to 0.5 (``0.2`` is ± 20 %)."""
     if isinstance(raw, bool):
         raise ValueError("expected a fraction from 0 to 0.5")
-    try:
-        value = float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
-    except ValueError:
-        raise ValueError("expected a fraction from 0 to 0.5") from None
+    if isinstance(raw, int | float):
+        value = float(raw)
+    else:
+        text = str(raw).strip(" \t")
+        if not _FRACTION.fullmatch(text):  # float() would take "٠.٢" and NBSP: ASCII only
+            raise ValueError("expected a fraction from 0 to 0.5")
+        value = float(text)
     if not 0 <= value <= 0.5:
         raise ValueError("expected a fraction from 0 to 0.5")
     return value
@@ -143,3 +148,12 @@ def shown(raw: object, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return repr(text)
+
+
+def unknown_key(key: object, where: str, known: Iterable[str]) -> ConfigError:
+    """The one wording for an unknown key, at the top level of the file or in ``checks[i]``: with a
+    "did you mean" from the known keys when one is close, else the list of known keys."""
+    names = sorted(set(known))
+    close = difflib.get_close_matches(str(key).replace("-", "_").lower(), names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(names)
+    return ConfigError(f"unknown key {shown(key)} in {where}; {hint}")

@@ -152,7 +152,7 @@ class TestBadConfig:
         ({"redis_url": "redis://:pw@h:bad"}, {}, "--redis-url 'redis://***@h:bad'"),
         ({"failure_threshold": "0"}, {}, "--failure-threshold '0'"),
         ({"timeout": "0"}, {}, "--timeout"),
-        ({"retry_interval": "2s"}, {}, "must not exceed --interval"),
+        ({"retry_interval": "2s"}, {}, "must not exceed the interval (interval '1', the default)"),
         ({"readiness_mode": "sometimes"}, {}, "--readiness-mode 'sometimes'"),
         ({"listen": "nowhere"}, {}, "--listen 'nowhere'"),
     ])
