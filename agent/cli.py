@@ -31,16 +31,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"readiness-agent: error: {message} (see --help)\n")
 
 
-def _add_option(parser: argparse.ArgumentParser, option: Spec) -> None:
+def _add_option(parser: argparse.ArgumentParser, option: Spec, hidden: bool = False) -> None:
+    """Add ``option``'s flag; ``hidden`` keeps it accepted but out of ``--help`` (run-only flags elsewhere)."""
     env = option.env
     if option.flag_only_bool:
         parser.add_argument(option.flag, dest=option.name, nargs="?", const="true", default=None,
-                            metavar="BOOL", help=f"{option.help} [env {env}]")
+                            metavar="BOOL", help=argparse.SUPPRESS if hidden else f"{option.help} [env {env}]")
         return
     names = [option.flag] + ["--" + alias.replace("_", "-") for alias in option.aliases]
     default = "" if option.raw_default is None else f" (default {option.raw_default})"
     parser.add_argument(*names, dest=option.name, default=None, metavar=option.metavar,
-                        help=f"{option.help}{default} [env {env}]")
+                        help=argparse.SUPPRESS if hidden else f"{option.help}{default} [env {env}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (run, check, wait):
         command.add_argument("--config", metavar="FILE", default=None,
                              help="YAML file with settings and checks [env READINESS_AGENT_CONFIG]")
-        for option in SPECS:
-            _add_option(command, option)
+        for option in SPECS:  # check and wait accept run-only flags (scripts share one set) but do not list them
+            _add_option(command, option, hidden=option.run_only and command is not run)
     return parser
 
 

@@ -6,6 +6,7 @@ Each takes validated :class:`Settings`; the parser and the exit-code policy live
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -14,10 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import __version__
-from agent.settings import Settings
+from agent.settings import Settings, Source
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("readiness_agent")
+
+
+def warn_password_on_command_line(settings: Settings) -> bool:
+    """One WARNING when ``--redis-url`` carries a password: any local user can read it in ``ps``/``/proc``."""
+    if settings.sources.get("redis_url") is not Source.FLAG or settings.redis_url.password is None:
+        return False
+    log.warning("--redis-url carries a password, readable by any local user in ps and /proc/<pid>/cmdline: pass "
+                "it in READINESS_AGENT_REDIS_URL or --redis-password-file instead (README: Credentials)",
+                extra={"labels": {"event": "password_on_command_line"}})
+    return True
 
 
 def _log_settings(settings: Settings) -> None:
@@ -34,6 +45,8 @@ async def run(settings: Settings) -> int:
     """The sidecar: serve probes and metrics until SIGTERM/SIGINT, then drain and exit 0."""
     from prometheus_client import CollectorRegistry, disable_created_metrics
 
+    from agent.history import History
+    from agent.http_limits import IDLE_TIMEOUT, RateLimitedLog, loop_exception_handler, raise_nofile_limit
     from agent.metrics import Metrics
     from agent.scheduler import Agent
     from agent.server import bound_port, make_app, serve
@@ -43,27 +56,47 @@ async def run(settings: Settings) -> int:
     registry = CollectorRegistry()
     agent = Agent(settings)
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
-    agent.store.subscribe(VerdictLog(serving=True))
+    agent.store.subscribe(VerdictLog(agent.clock, serving=True))
+    agent.store.subscribe(History(agent.clock))
     app = make_app(agent, registry)
     signals: asyncio.Queue[int] = asyncio.Queue()
     loop = asyncio.get_running_loop()
+    # Client-provoked loop errors (a failed accept() under a full file table) are one line per 10 s, not a
+    # traceback each; the soft file limit goes up to the hard one so the connection cap sits well below it.
+    loop.set_exception_handler(loop_exception_handler(RateLimitedLog()))
+    nofile = raise_nofile_limit()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signals.put_nowait, sig)
+    loop.add_signal_handler(signal.SIGHUP, _sighup)
     _log_settings(settings)
+    warn_password_on_command_line(settings)
     listen = settings.listen
+    stack = contextlib.AsyncExitStack()
     try:
-        async with serve(app, listen.host, listen.port) as runner:
-            log.info("listening on %s (port %d)", listen, bound_port(runner))
-            await agent.start()
-            # Start-up objects (modules, settings, the app) live for good: keep the collector off them.
-            gc.freeze()
-            code = await _until_stopped(agent.store.deadline_event, settings, signals, agent.drain)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", listen, exc.strerror or exc)
-        return EXIT_USAGE
+        try:
+            listening = await stack.enter_async_context(serve(app, listen.host, listen.port))
+        except OSError as exc:
+            # A usage error like any bad flag: one line on stderr, exit 2 (the log line is for the platform).
+            message = f"cannot listen on {listen}: {exc.strerror or exc}"
+            log.error("%s", message)
+            sys.stderr.write(f"readiness-agent: error: {message}\n")
+            return EXIT_USAGE
+        log.info("listening on %s (port %d)", listen, bound_port(listening))
+        log.info("HTTP limits: at most %d connections (open-file limit %d), idle connections closed after %gs",
+                 listening.limiter.cap, nofile, IDLE_TIMEOUT)
+        await agent.start()
+        # Start-up objects (modules, settings, the app) live for good: keep the collector off them.
+        gc.freeze()
+        return await _until_stopped(agent.store.deadline_event, settings, signals, agent.drain)
     finally:
+        await stack.aclose()  # closes every connection within SHUTDOWN_TIMEOUT, held bodies included
         await agent.stop()
-    return code
+
+
+def _sighup() -> None:
+    """SIGHUP would kill the process silently; it changes nothing, so say so."""
+    log.warning("SIGHUP received: ignored (settings are read once at start: restart to change them; mounted "
+                "password and token files are re-read when they change)")
 
 
 async def _until_stopped(deadline: asyncio.Event, settings: Settings, signals: asyncio.Queue[int],
@@ -122,7 +155,9 @@ async def wait_ready(settings: Settings, max_wait: float) -> int:
     from agent.verdict_log import VerdictLog
 
     agent = Agent(settings)
-    agent.store.subscribe(VerdictLog(serving=False))
+    agent.store.subscribe(VerdictLog(agent.clock, serving=False))  # wait serves no /readyz: never named
+    names = ", ".join(f"{c.name} ({c.describe()})" for c in settings.checks)
+    log.info("waiting up to %gs for a stable ready verdict (window %gs) of %s", max_wait, settings.window, names)
     await agent.start()
     try:
         async with asyncio.timeout(max_wait):

@@ -3,15 +3,17 @@
 Event counts (check durations, failures, transitions) are fed by the store's listener interface as they
 happen; everything derived from state (ready, state, redis_up, startup figures) is computed at scrape time by a
 collector that calls a snapshot function, the way prometheus_client's ``ProcessCollector`` takes a pid
-callable, so there is no push step to forget. Label values come from fixed sets only: check names (from the
-configuration), states and reasons. No URLs, hosts or error text.
+callable, so there is no push step to forget. prometheus_client's own process and platform collectors add
+the standard ``process_*`` and ``python_info`` series (the sidecar's CPU, memory and file descriptors).
+Label values come from fixed sets only: check names (from the configuration), kinds, states and reasons. No
+URLs, hosts or error text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -44,6 +46,9 @@ class Metrics:
             for reason in Reason:
                 self.check_failures.labels(name, reason.value)
         registry.register(StateCollector(snapshot, window))
+        # The sidecar's own footprint (process_* CPU, memory, fds; python_info) for the dashboards that size it.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
 
     def observed(self, name: str, result: CheckResult, snapshot: AgentSnapshot) -> None:
         """Record one check's duration and, when it failed, its reason."""
@@ -85,10 +90,15 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "stability_window_seconds", "Configured stability window.",
                                 value=self.window)
         up = GaugeMetricFamily(PREFIX + "redis_up", "1 when the last Redis check passed.", labels=["check"])
+        check_up = GaugeMetricFamily(PREFIX + "check_up", "1 when the check's last run passed (every kind).",
+                                     labels=["check", "kind"])
         for name, check in snap.checks.items():
+            passed = int(bool(check.last and check.last.ok))
+            check_up.add_metric([name, check.kind], passed)
             if check.kind == "redis":
-                up.add_metric([name], int(bool(check.last and check.last.ok)))
+                up.add_metric([name], passed)
         yield up
+        yield check_up
         info = GaugeMetricFamily(PREFIX + "build_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

@@ -62,6 +62,7 @@ class Spec:
     flag_only_bool: bool = False
     url: bool = False
     aliases: tuple[str, ...] = ()
+    run_only: bool = False  # only ``run`` uses it: hidden from ``check --help``/``wait --help``, still accepted
 
     @property
     def flag(self) -> str:
@@ -92,7 +93,8 @@ class Settings:
     redis_url: RedisTarget = setting(  # noqa: RUF009
         parse_redis_url, DEFAULT_REDIS_URL, "Redis to gate on (redis:// or rediss://)", "URL", url=True)
     listen: Listen = setting(  # noqa: RUF009
-        parse_listen, "0.0.0.0:9180", "HTTP listen address, e.g. 0.0.0.0:9180 or [::]:9180", "HOST:PORT")
+        parse_listen, "0.0.0.0:9180", "HTTP listen address, e.g. 0.0.0.0:9180 or [::]:9180", "HOST:PORT",
+        run_only=True)
     platform: str = setting(choice("auto", "gcp", "local"), "auto", "auto-detect, or force gcp / local")
     window: float = setting(parse_duration, 0.5, "stability window (grace period) before ready", "DURATION",
                             aliases=("grace_period",))
@@ -109,11 +111,14 @@ class Settings:
     startup_timeout: float = setting(parse_duration, 10.0, "startup deadline (60s on GCP, 10s elsewhere)",
                                      "DURATION")
     exit_on_startup_timeout: bool = setting(parse_bool, False, "exit 1 when the startup deadline passes",
-                                            flag_only_bool=True)
+                                            flag_only_bool=True, run_only=True)
     readiness_mode: str = setting(choice("always", "startup"), "always",
-                                  "always: /readyz follows the verdict; startup: gate only until the first ready")
-    drain_seconds: float = setting(parse_duration, 5.0, "keep serving this long after SIGTERM", "DURATION")
-    drain_token_file: str | None = setting(parse_text, None, "enables POST /drain with this bearer token", "FILE")
+                                  "always: /readyz follows the verdict; startup: gate only until the first ready",
+                                  run_only=True)
+    drain_seconds: float = setting(parse_duration, 5.0, "keep serving this long after SIGTERM", "DURATION",
+                                   run_only=True)
+    drain_token_file: str | None = setting(parse_text, None, "enables POST /drain with this bearer token", "FILE",
+                                           run_only=True)
     log_format: str = setting(choice("auto", "json", "text"), "auto", "json on GCP, text elsewhere")
     log_level: str = setting(choice("debug", "info", "warning", "error"), "info", "log level")
     redis_password_file: str | None = setting(parse_text, None,
@@ -122,10 +127,10 @@ class Settings:
     redis_cert_file: str | None = setting(parse_text, None, "client certificate for rediss://", "FILE")
     redis_key_file: str | None = setting(parse_text, None, "client key for rediss://", "FILE")
     kube_readiness_gate: bool = setting(parse_bool, False, "patch the pod's readiness-gate condition",
-                                        flag_only_bool=True)
+                                        flag_only_bool=True, run_only=True)
     kube_condition_type: str = setting(parse_text, "readiness-agent.io/dependencies-ready",
-                                       "pod condition type to patch", "TYPE")
-    kubeconfig: str | None = setting(parse_text, None, "kubeconfig outside a cluster", "FILE")
+                                       "pod condition type to patch", "TYPE", run_only=True)
+    kubeconfig: str | None = setting(parse_text, None, "kubeconfig outside a cluster", "FILE", run_only=True)
 
     # Not settings: where the values came from and what was derived from them.
     sources: Mapping[str, Source] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""The ``/status`` document: the verdict, platform, effective settings with sources, and per-check detail.
+"""The ``/status`` document: the verdict, platform, effective settings with sources, per-check detail and the
+recent transitions (agent/history.py).
 
 Built from a snapshot and the settings only, so it shows exactly what the probes answer from. Every value is
 secret-free: targets and URLs are the redacted forms.
@@ -11,6 +12,7 @@ import time
 from typing import Any
 
 from agent import __version__
+from agent.history import History
 from agent.settings import Settings
 from agent.snapshot import AgentSnapshot, CheckSnapshot
 
@@ -39,8 +41,9 @@ def _check(check: CheckSnapshot, now: float) -> dict[str, Any]:
     }
 
 
-def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy: bool) -> dict[str, Any]:
-    """The ``/status`` JSON for ``snap`` at monotonic time ``now``."""
+def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy: bool,
+                    history: History | None = None) -> dict[str, Any]:
+    """The ``/status`` JSON for ``snap`` at monotonic time ``now``; ``history`` gives ``transitions``."""
     remaining = snap.deadline_remaining(now)
     return {
         "version": __version__,
@@ -62,6 +65,7 @@ def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy
         "detection_bound_seconds": round(settings.timing.detection_bound, 3),
         "runtime": {"asyncio_tasks": len(asyncio.all_tasks()), "healthy": healthy},
         "checks": {name: _check(check, now) for name, check in snap.checks.items()},
+        "transitions": [] if history is None else history.document(now),
         "settings": settings.effective(),
         "config_file": settings.config_file,
         "time": time.time(),
