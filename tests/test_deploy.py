@@ -27,19 +27,23 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from kubernetes_validate.utils import latest_version
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.crds import crd_errors, is_crd
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "helm" / "readiness-agent"
 CHART_CI_VALUES = CHART / "ci" / "all-options-values.yaml"
 
-# kubernetes-validate ships schemas for 1.25-1.37; native sidecars need >= 1.29 (the chart's kubeVersion).
-K8S_VERSION = "1.30"
-# Custom resources: no schema in kubernetes-validate; checked for apiVersion/kind/shape instead.
+# kubernetes-validate ships schemas for 1.25-1.37: every built-in object is validated against the oldest version
+# we support (native sidecars need 1.29, the chart's kubeVersion) and the newest one it knows.
+K8S_VERSIONS = ("1.29", ".".join(latest_version().split(".")[:2]))
+# Custom resources without a schema in tests/schemas/: checked for apiVersion/kind/shape only. The others
+# (PodMonitoring, ServiceMonitor, BackendConfig, HealthCheckPolicy, GCPBackendPolicy) are validated against their
+# published CRD schemas (tests/support/crds.py).
 CRD_KINDS = {
-    ("monitoring.googleapis.com/v1", "PodMonitoring"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("serving.knative.dev/v1", "Service"),
 }
 # The agent's HTTP contract (README "Endpoints", Dockerfile EXPOSE): default port and probe paths.
@@ -109,18 +113,22 @@ def one(docs: list[dict[str, Any]], kind: str, api_version: str | None = None) -
 
 
 def validate_builtin(docs: list[dict[str, Any]], tmp_path: Path) -> None:
-    """kubernetes-validate --strict every built-in object; custom resources must be known kinds with a spec."""
-    builtin = [d for d in docs if kind_of(d) not in CRD_KINDS]
+    """kubernetes-validate --strict every built-in object on 1.29 and the newest version it knows; custom
+    resources against their published CRD schemas (or, for kinds we keep none of, a known kind with a spec)."""
+    builtin = [d for d in docs if kind_of(d) not in CRD_KINDS and not is_crd(d)]
     for doc in docs:
         if kind_of(doc) in CRD_KINDS:
             assert doc["metadata"]["name"] and isinstance(doc["spec"], dict), doc
+        elif is_crd(doc):
+            assert not crd_errors(doc), crd_errors(doc)
     assert builtin, "nothing to validate"
     path = tmp_path / "builtin.yaml"
     path.write_text(yaml.safe_dump_all(builtin))
-    result = run([tool("kubernetes-validate"), "--strict", "-k", K8S_VERSION, path])
-    assert result.returncode == 0, result.stdout + result.stderr
-    # A kind without a schema is only a WARN with exit 0: insist that every object was really validated.
-    assert result.stdout.count(" passed for resource ") == len(builtin), result.stdout + result.stderr
+    for version in K8S_VERSIONS:
+        result = run([tool("kubernetes-validate"), "--strict", "-k", version, path])
+        assert result.returncode == 0, f"Kubernetes {version}: {result.stdout}{result.stderr}"
+        # A kind without a schema is only a WARN with exit 0: insist that every object was really validated.
+        assert result.stdout.count(" passed for resource ") == len(builtin), result.stdout + result.stderr
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +175,8 @@ def assert_probes_match_agent(container: dict[str, Any], expected: set[str]) -> 
 
 
 def assert_gate_not_enabled(container: dict[str, Any], spec: dict[str, Any]) -> None:
-    """The readiness gate is not implemented yet (the agent exits 2 with it): nothing may turn it on."""
+    """The readiness gate is off: no readinessGates, no env turning it on (these manifests must work without
+    RBAC, and the agents the tests run from them have no API server)."""
     assert str(env_value(container, "READINESS_AGENT_KUBE_READINESS_GATE") or "false").lower() in {"false", "0"}
     assert "readinessGates" not in spec
 
@@ -378,8 +387,8 @@ class TestHelmChart:
             assert result.returncode == 0, result.stdout + result.stderr
 
     def test_default_render_validates(self, chart_default: list[dict[str, Any]], tmp_path: Path) -> None:
-        """The default rendering is a Deployment and two Services that pass strict schema validation."""
-        assert sorted(d["kind"] for d in chart_default) == ["Deployment", "Service", "Service"]
+        """The default rendering is a Deployment, two Services and a PDB that pass strict schema validation."""
+        assert sorted(d["kind"] for d in chart_default) == ["Deployment", "PodDisruptionBudget", "Service", "Service"]
         validate_builtin(chart_default, tmp_path)
 
     def test_all_options_render_validates(self, chart_all: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -390,6 +399,7 @@ class TestHelmChart:
             ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
             ("rbac.authorization.k8s.io/v1", "RoleBinding"),
             ("monitoring.googleapis.com/v1", "PodMonitoring"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
+            ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
         ])
         validate_builtin(chart_all, tmp_path)
 
@@ -401,7 +411,7 @@ class TestHelmChart:
         agent = spec["initContainers"][0]
         assert agent["name"] == AGENT_CONTAINER and agent["restartPolicy"] == "Always"
         assert_probes_match_agent(agent, set(PROBE_PATHS))
-        assert spec["enableServiceLinks"] is False
+        assert spec["enableServiceLinks"] is (render == "chart_all")  # off by default, a value since 0.2.0
         assert_gate_not_enabled(agent, spec)
         assert all(c["name"] != AGENT_CONTAINER for c in spec["containers"])
 
@@ -411,8 +421,7 @@ class TestHelmChart:
         assert env_value(agent, "READINESS_AGENT_LISTEN") == "[::]:9191"
         assert listen_port(agent) == 9191
         metrics = next(d for d in chart_all if d["kind"] == "Service" and d["metadata"]["name"].endswith("-agent"))
-        assert metrics["spec"]["ports"] == [{"name": "metrics", "port": 9191, "targetPort": "metrics",
-                                             "protocol": "TCP"}]
+        assert metrics["spec"]["ports"] == [{"name": "metrics", "port": 9191, "targetPort": 9191, "protocol": "TCP"}]
 
     def test_monitors_select_the_agent(self, chart_all: list[dict[str, Any]]) -> None:
         """PodMonitoring selects the pods and ServiceMonitor the metrics Service, by port name, as the job the
@@ -432,21 +441,19 @@ class TestHelmChart:
         assert ALERT_JOB_REGEX.fullmatch(service["metadata"]["name"])
 
     def test_rbac_is_least_privilege(self, chart_all: list[dict[str, Any]]) -> None:
-        """The Role grants only get/patch on pods/status and create on events, bound to the pod's account."""
+        """The Role grants only get/patch on pods/status and create/patch on events, bound to the pod's account."""
         assert_least_privilege(one(chart_all, "Role"))
         binding = one(chart_all, "RoleBinding")
         account = one(chart_all, "ServiceAccount")["metadata"]["name"]
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "realtime"}]
         assert pod_spec(one(chart_all, "Deployment"))["serviceAccountName"] == account
 
-    def test_enabling_readiness_gate_is_refused(self, helm: tuple[str, dict[str, str]]) -> None:
-        """readinessGate.enabled fails the render, because the agent would exit 2 with the gate on."""
-        result = helm_template(helm, "--set", "readinessGate.enabled=true")
-        assert result.returncode != 0 and "not implemented yet" in result.stderr
-
     def test_unknown_setting_is_refused(self, helm: tuple[str, dict[str, str]]) -> None:
-        """A misspelled agent setting fails the render instead of becoming an ignored variable."""
+        """A misspelled agent setting fails the render instead of becoming an ignored variable: in the values
+        schema, and in the template when schema validation is skipped."""
         result = helm_template(helm, "--set", "agent.settings.windw=1s")
+        assert result.returncode != 0 and "Additional property windw is not allowed" in result.stderr
+        result = helm_template(helm, "--set", "agent.settings.windw=1s", "--skip-schema-validation")
         assert result.returncode != 0 and "agent.settings.windw: unknown agent setting" in result.stderr
 
     def test_config_file_is_mounted(self, chart_all: list[dict[str, Any]]) -> None:
@@ -463,13 +470,13 @@ def assert_least_privilege(role: dict[str, Any]) -> None:
     grants = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
               for resource in rule["resources"] for verb in rule["verbs"]}
     assert grants == {("", "pods/status", "get"), ("", "pods/status", "patch"), ("", "events", "create"),
-                      ("events.k8s.io", "events", "create")}
+                      ("", "events", "patch")}
 
 
 class TestDeployDirectory:
     def test_every_file_parses(self) -> None:
-        """Every file under deploy/ is YAML or JSON that loads, and none is empty."""
-        files = sorted(p for p in DEPLOY.rglob("*") if p.is_file())
+        """Every manifest under deploy/ is YAML or JSON that loads, and none is empty (README.md files are docs)."""
+        files = sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix != ".md")
         assert {p.suffix for p in files} == {".yaml", ".json"}, files
         for path in files:
             text = path.read_text()
@@ -477,7 +484,8 @@ class TestDeployDirectory:
             assert loaded, path
 
     def test_no_manifest_enables_the_readiness_gate(self) -> None:
-        """No file turns on the not-yet-implemented gate: the agent would exit 2."""
+        """No file under deploy/ turns the gate on: they must work without rbac.yaml applied (README "Readiness
+        gates" says how to turn it on)."""
         for path in sorted(DEPLOY.rglob("*.yaml")):
             for doc in load_docs(path.read_text()):
                 assert not re.search(r"READINESS_AGENT_KUBE_READINESS_GATE.{0,40}\btrue\b", json.dumps(doc)), path
@@ -534,7 +542,7 @@ class TestGkeManifests:
         assert ALERT_JOB_REGEX.fullmatch(service["metadata"]["name"])
 
     def test_rbac_is_least_privilege(self) -> None:
-        """rbac.yaml's Role grants only get/patch on pods/status and create on events."""
+        """rbac.yaml's Role grants only get/patch on pods/status and create/patch on events."""
         docs = load_docs((DEPLOY / "gke" / "rbac.yaml").read_text())
         assert_least_privilege(one(docs, "Role"))
         assert one(docs, "RoleBinding")["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]

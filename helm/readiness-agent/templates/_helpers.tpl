@@ -30,7 +30,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "readiness-agent.labels" -}}
 helm.sh/chart: {{ include "readiness-agent.chart" . }}
 {{ include "readiness-agent.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the pods running the agent (metrics Service, PodMonitoring, NetworkPolicy): podSelector when
+set (an existing app's own pod labels, workload.enabled=false), else the standalone workload's selector labels.
+*/}}
+{{- define "readiness-agent.podSelector" -}}
+{{- if .Values.podSelector }}
+{{- toYaml .Values.podSelector }}
+{{- else }}
+{{- include "readiness-agent.selectorLabels" . }}
+{{- end }}
 {{- end }}
 
 {{/* Labels of the agent-specific objects: the ServiceMonitor selects the metrics Service by them. */}}
@@ -39,12 +52,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: readiness-agent
 {{- end }}
 
+{{/*
+The gate needs an account bound to the Role: enabling it creates one unless serviceAccount.name names an
+existing account, and always creates the Role and RoleBinding (so a pod never waits on a gate nobody can set).
+*/}}
+{{- define "readiness-agent.createServiceAccount" -}}
+{{- if or .Values.serviceAccount.create (and .Values.readinessGate.enabled (not .Values.serviceAccount.name)) }}true{{ end }}
+{{- end }}
+
+{{- define "readiness-agent.createRbac" -}}
+{{- if or .Values.rbac.create .Values.readinessGate.enabled }}true{{ end }}
+{{- end }}
+
 {{- define "readiness-agent.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
+{{- if include "readiness-agent.createServiceAccount" . }}
 {{- default (include "readiness-agent.agentName" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- .Values.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
+{{- define "readiness-agent.conditionType" -}}
+{{- .Values.agent.settings.kube_condition_type | default "readiness-agent.io/dependencies-ready" }}
 {{- end }}
 
 {{/*
@@ -53,7 +82,7 @@ agent.listenHost, `kube_readiness_gate` follows readinessGate.enabled. An unknow
 agent would only warn about an unknown variable and run with its default, silently.
 */}}
 {{- define "readiness-agent.settingKeys" -}}
-redis_url platform window interval retry_interval timeout failure_threshold flap_window backoff_after startup_timeout exit_on_startup_timeout readiness_mode drain_seconds drain_token_file log_format log_level redis_password_file redis_ca_file redis_cert_file redis_key_file kube_condition_type kubeconfig
+redis_url platform window interval retry_interval timeout failure_threshold flap_window backoff_after jitter startup_timeout exit_on_startup_timeout readiness_mode drain_seconds drain_token_file log_format log_level redis_password_file redis_ca_file redis_cert_file redis_key_file kube_condition_type kubeconfig
 {{- end }}
 
 {{/* Checks on values that the schema of the rendered objects cannot catch. */}}
@@ -70,14 +99,18 @@ redis_url platform window interval retry_interval timeout failure_threshold flap
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if .Values.readinessGate.enabled }}
-{{- fail "readinessGate.enabled: the agent's pod readiness gate (--kube-readiness-gate) is not implemented yet; enabling it would make the agent exit 2. Leave it false (rbac.create can pre-create the RBAC)." }}
-{{- end }}
+{{- if .Values.workload.enabled }}
 {{- if not (and .Values.app.container.name .Values.app.container.image) }}
 {{- fail "app.container needs at least name and image" }}
 {{- end }}
 {{- if eq .Values.app.container.name "readiness-agent" }}
 {{- fail "app.container.name: \"readiness-agent\" is the sidecar's name; choose another" }}
+{{- end }}
+{{- else if and (not .Values.podSelector) (or .Values.metrics.service.enabled .Values.metrics.podMonitoring.enabled .Values.networkPolicy.enabled) }}
+{{- fail "podSelector: with workload.enabled=false set it to your app's pod labels (the metrics Service, PodMonitoring and NetworkPolicy select the pods by it)" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.kubeletCIDRs) }}
+{{- fail "networkPolicy.kubeletCIDRs: set your nodes' address range (kubelet probes come from the node and cannot be matched by a selector), or the probes to the agent would be dropped" }}
 {{- end }}
 {{- if and (not .Values.agent.settings.redis_url) (not .Values.agent.redisUrlSecret.name) (not .Values.agent.config) }}
 {{- fail "no Redis to check: set agent.redisUrlSecret.name, agent.settings.redis_url or agent.config.checks" }}
@@ -128,4 +161,33 @@ redis_url platform window interval retry_interval timeout failure_threshold flap
 {{- with .Values.agent.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The app container as given, plus a preStop hook when it has none (README "Shutdown order"): the pod is removed
+from the Service's endpoints and the load balancer's NEG at the same moment the kubelet starts the hook, so the
+app keeps serving while that removal propagates and gets SIGTERM only afterwards.
+*/}}
+{{- define "readiness-agent.appContainer" -}}
+{{- include "readiness-agent._appContainer" . | trim }}
+{{- end }}
+
+{{- define "readiness-agent._appContainer" -}}
+{{- $container := deepCopy .Values.app.container }}
+{{- $action := .Values.app.preStopAction }}
+{{- $seconds := int .Values.app.preStopSleepSeconds }}
+{{- $hasPreStop := and $container.lifecycle (hasKey $container.lifecycle "preStop") }}
+{{- if and (ne $action "none") (not $hasPreStop) (gt $seconds 0) }}
+{{- if and (eq $action "sleep") (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "app.preStopAction: the sleep action needs Kubernetes >= 1.30 (on by default from 1.30, GA in 1.34); this is %s: use exec (runs `sleep` in the app image) or none" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- $hook := dict "sleep" (dict "seconds" $seconds) }}
+{{- if eq $action "exec" }}
+{{- $hook = dict "exec" (dict "command" (list "sleep" (toString $seconds))) }}
+{{- end }}
+{{- $lifecycle := deepCopy (default (dict) $container.lifecycle) }}
+{{- $_ := set $lifecycle "preStop" $hook }}
+{{- $_ := set $container "lifecycle" $lifecycle }}
+{{- end }}
+- {{ toYaml $container | indent 2 | trim }}
 {{- end }}

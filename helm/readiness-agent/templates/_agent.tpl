@@ -1,0 +1,203 @@
+{{/*
+The agent as a library: named templates an existing app's chart includes in its own pod template, so the agent
+joins *its* Deployment (selector, Service and container names stay the app's). Every one takes this chart's
+scope, which a parent gets from `.Subcharts` (Helm >= 3.7), so the agent's values are this chart's values:
+
+  # Chart.yaml of your chart
+  dependencies:
+    - name: readiness-agent
+      version: 0.2.0
+      repository: file://../readiness-agent
+
+  # your Deployment's pod template: the three lines
+  spec:
+    {{- with index .Subcharts "readiness-agent" }}{{ include "readiness-agent.podFields" . | nindent 6 }}{{ end }}
+    initContainers:
+      {{- with index .Subcharts "readiness-agent" }}{{ include "readiness-agent.sidecar" . | nindent 8 }}{{ end }}
+    volumes:
+      {{- with index .Subcharts "readiness-agent" }}{{ include "readiness-agent.volumes" . | nindent 8 }}{{ end }}
+
+  # your values.yaml: turn the standalone workload off, say which pods run the agent
+  readiness-agent:
+    workload: {enabled: false}
+    podSelector: {app.kubernetes.io/name: chat}
+
+The subchart renders the agent's own objects itself (RBAC for the gate, its config ConfigMap, the metrics
+Service and monitors, NetworkPolicy); see helm/examples/existing-app. Nothing here sets pod-level fields beyond
+readinessGates and serviceAccountName: the agent's container carries its own user, group, read-only root,
+capabilities and seccomp profile, and its own API token when the gate is on.
+*/}}
+
+{{/* Pod-level fields the agent needs: the gate's readinessGates entry and the account its RBAC is bound to. */}}
+{{- define "readiness-agent.podFields" -}}
+{{- include "readiness-agent._podFields" . | trim }}
+{{- end }}
+
+{{- define "readiness-agent._podFields" -}}
+{{- $sa := include "readiness-agent.serviceAccountName" . }}
+{{- if $sa }}
+serviceAccountName: {{ $sa }}
+{{- end }}
+{{- if .Values.readinessGate.enabled }}
+# The pod is Ready only once the agent has set this condition True (and while it stays True).
+readinessGates:
+  - conditionType: {{ include "readiness-agent.conditionType" . }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's own volumes: its config file, its API token (gate only), and `volumes` (what it mounts). */}}
+{{- define "readiness-agent.volumes" -}}
+{{- include "readiness-agent._volumes" . | trim }}
+{{- end }}
+
+{{- define "readiness-agent._volumes" -}}
+{{- if .Values.agent.config }}
+- name: readiness-agent-config
+  configMap:
+    name: {{ include "readiness-agent.agentName" . }}
+{{- end }}
+{{- if .Values.readinessGate.enabled }}
+# The agent's API credentials, mounted in its container only (the pod can keep
+# automountServiceAccountToken false): the three sources the kubelet would inject, i.e.
+# a token it rotates (3607 s, the kubelet's own expiry), the cluster CA, the namespace.
+- name: readiness-agent-kube-api
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
+{{- end }}
+{{- with .Values.volumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agent as a native sidecar: an init container with restartPolicy Always keeps running next to the app, and
+the kubelet starts the next container only once its startupProbe (/startupz: Redis stable for the window) has
+passed. Probe timings are explained next to agent.startupProbe / readinessProbe / livenessProbe in values.yaml.
+*/}}
+{{- define "readiness-agent.sidecar" -}}
+{{- include "readiness-agent._sidecar" . | trim }}
+{{- end }}
+
+{{- define "readiness-agent._sidecar" -}}
+{{- include "readiness-agent.validate" . }}
+{{- $port := int .Values.agent.port }}
+- name: readiness-agent
+  image: "{{ .Values.agent.image.repository }}:{{ .Values.agent.image.tag | default .Chart.AppVersion }}"
+  imagePullPolicy: {{ .Values.agent.image.pullPolicy }}
+  restartPolicy: Always
+  args: ["run"]
+  ports:
+    - name: metrics
+      containerPort: {{ $port }}
+      protocol: TCP
+  env:
+    {{- include "readiness-agent.env" . | trim | nindent 4 }}
+  startupProbe:
+    httpGet:
+      path: /startupz
+      port: {{ $port }}
+    {{- toYaml .Values.agent.startupProbe | nindent 4 }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: {{ $port }}
+    {{- toYaml .Values.agent.readinessProbe | nindent 4 }}
+  livenessProbe:
+    httpGet:
+      path: /livez
+      port: {{ $port }}
+    {{- toYaml .Values.agent.livenessProbe | nindent 4 }}
+  {{- with .Values.agent.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.agent.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if or .Values.agent.config .Values.readinessGate.enabled .Values.agent.volumeMounts }}
+  volumeMounts:
+    {{- if .Values.agent.config }}
+    - name: readiness-agent-config
+      mountPath: /etc/readiness-agent
+      readOnly: true
+    {{- end }}
+    {{- if .Values.readinessGate.enabled }}
+    # Where in-cluster config looks; the kubelet then injects no other token into this container.
+    - name: readiness-agent-kube-api
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
+    {{- with .Values.agent.volumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
+RBAC of the readiness gate: the agent reads and patches its own pod's status (the condition) and creates and
+updates its transition Events (core/v1, the group the agent writes them through; a repeat bumps the existing
+Event's count with a patch). Nothing else: no list or watch, no other resource. Pod names are generated, so a
+Role cannot narrow this to one pod.
+*/}}
+{{- define "readiness-agent.rbac" -}}
+{{- $sa := include "readiness-agent.serviceAccountName" . }}
+{{- if include "readiness-agent.createServiceAccount" . }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $sa }}
+  labels:
+    {{- include "readiness-agent.agentLabels" . | nindent 4 }}
+# No token for every container of the pod by default: the agent mounts its own (readinessGate.enabled).
+automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+{{- end }}
+{{- if include "readiness-agent.createRbac" . }}
+{{- if not $sa }}
+{{- fail "rbac.create needs serviceAccount.create or serviceAccount.name (the subject of the RoleBinding)" }}
+{{- end }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ include "readiness-agent.agentName" . }}
+  labels:
+    {{- include "readiness-agent.agentLabels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: ["pods/status"]
+    verbs: ["get", "patch"]
+  - apiGroups: [""]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ include "readiness-agent.agentName" . }}
+  labels:
+    {{- include "readiness-agent.agentLabels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "readiness-agent.agentName" . }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ $sa }}
+    namespace: {{ .Release.Namespace }}
+{{- end }}
+{{- end }}
