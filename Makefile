@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools run test lint bench demo-race soak clean
+.PHONY: help venv tools run test lint bench demo-race soak mutation clean
 
 help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
 	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
 	@echo "make bench      benchmarks (not part of CI), results table on stdout"
 	@echo "make demo-race  the WebSocket 1011 race, without and with the agent, side by side"
+	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
 
 $(BIN)/readiness-agent: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,9 @@ demo-race: venv tools
 
 soak: venv tools
 	$(BIN)/python -m bench.soak
+
+mutation: venv
+	$(BIN)/python scripts/mutation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
