@@ -42,6 +42,7 @@ class Reason(enum.StrEnum):
     READONLY = "readonly"
     BUSY = "busy"
     OOM = "oom"
+    NOREPLICAS = "noreplicas"
     PROTOCOL = "protocol"
     DNS = "dns"
     MAINTENANCE = "maintenance"

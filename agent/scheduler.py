@@ -1,9 +1,11 @@
-"""The scheduler: runs each check when its verdict asks, holds the monitor connections, watches the deadline.
+"""The scheduler: runs each check when its verdict asks, watches the held connections, watches the deadline.
 
-Per check there are two tasks: the check loop (run, record, sleep the verdict's delay or until the monitor
-connection drops) and the monitor loop (hold a monitor connection; its loss is a failed observation at that
-instant and wakes the check loop for an immediate re-check). A third task watches the startup deadline and a
-fourth beats the heartbeat ``/livez`` reads. Every observation goes to the :class:`VerdictStore`.
+Per check there are two tasks: the check loop (run, record, sleep the verdict's delay or until the held
+connection drops) and the watch loop (after a successful check, wait for the server to end the connection
+that check used; its loss is a failed observation at that instant and wakes the check loop for an immediate
+re-check, which opens a fresh connection). A Redis check holds one connection in all: the watch reads the
+check's own connection, it opens none. A third task watches the startup deadline and a fourth beats the
+heartbeat ``/livez`` reads. Every observation goes to the :class:`VerdictStore`.
 """
 
 from __future__ import annotations
@@ -122,11 +124,11 @@ class Agent:
                 pass
 
     async def _monitor_loop(self, name: str) -> None:
-        """Hold the monitor connection while the check passes; its loss is a failure and a re-check now.
+        """Watch the held connection while the check passes; its loss is a failure and a re-check now.
 
-        Opened only after a successful check, and dropped (to be reopened after the next success) whenever
-        a check fails: after a blackhole or a pause the old connection may be half-open forever, and a
-        monitor that can never see EOF would silently stop watching.
+        Armed only after a successful check, and reset (to be re-armed after the next success) whenever a
+        check fails: the check drops its connection after any failure, since after a blackhole or a pause it
+        may be half-open forever and a watch that can never see EOF would silently stop watching.
         """
         check, wakeups = self.checks[name], self._wakeups[name]
         while True:
@@ -149,7 +151,8 @@ class Agent:
             if error is not None:
                 raise error
             wakeups.succeeded.clear()  # reconnect only after a check has succeeded again
-            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, "monitor connection lost", Origin.MONITOR))
+            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, "connection closed by the server",
+                                            Origin.MONITOR))
             wakeups.wake.set()
 
     async def _deadline(self) -> None:

@@ -1,23 +1,35 @@
-"""Figure 4b, the fleet: what many agents cost the one Redis they all watch, and the burst when it restarts.
+"""Figure 4b, the fleet: what many agents cost the one Redis they all watch, against two same-run baselines.
 
 Why: on GKE every pod of a WebSocket backend carries an agent, and they all check the same Redis. What
-matters there is not the agent's own cost but the Redis side: connections held, commands/s and Redis CPU per
-agent, and what happens when that Redis restarts and every agent notices at the same instant. So this counts
-what Redis itself sees (``INFO clients``, ``stats``, ``commandstats``, ``cpu``), not wall time in the agents.
+matters there is the Redis side: connections held and Redis CPU per pod, and what happens when that Redis
+restarts and every agent notices at once. So this counts what Redis itself reports, never wall time.
 
-As many agents as this 2-core machine runs without starving (each must still check about once per second,
-which is verified from Redis' own PING count) run at their defaults against one real redis-server. Then
-Redis is killed, held down for a short outage (< ``backoff_after``), restarted on the same port, and
-``INFO`` is sampled every 20 ms on one connection to time the reconnections. The same fleet is run twice:
-as shipped (±20 % jitter on every delay) and with ``--jitter 0``, which is
-the baseline that shows what jitter buys. ``docs/benchmarks.md`` extrapolates the per-agent figures to
-10,000 pods.
+**The method** (one, for every row): each group of ``n`` clients runs alone against its own fresh
+redis-server for a steady window of ``steady`` seconds; an idle redis-server runs over the same window.
+Redis CPU per client is ``(Δ used_cpu_user+used_cpu_sys of the target − Δ of the idle server) / window / n``
+(``INFO cpu``, read at both ends of the window on one extra connection); connections per client are
+``(connected_clients − 1) / n`` at the end of the window. The groups, in one run:
+
+* **ping/s** (baseline): ``n`` kept connections, each sending one ``PING`` per second (phases spread);
+* **exec probe** (baseline): ``redis-cli ping`` every 10 s per pod, the kubelet exec probe at Kubernetes
+  defaults (a new connection per probe; spawned from here, without CRI exec overhead);
+* **defaults**: ``n`` agents as shipped;
+* **low-cost**: ``n`` agents with the large-fleet profile (``LOW_COST``; docs/design.md).
+
+Then, for the defaults, Redis is killed, held down for a short outage (< ``backoff_after``), restarted on
+the same port, and ``INFO`` is sampled every 20 ms to time the reconnections; the same with ``--jitter 0``
+shows what jitter buys. The per-client figures are extrapolated to 1,000 and 10,000 pods.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import shutil
+import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bench.common import (
@@ -34,11 +46,13 @@ from bench.common import (
     redis_url,
     until,
 )
-from tests.support.redisproc import RedisProcess, RespConnection, parse_info
+from tests.support.redisproc import RedisProcess, RespConnection, encode_command, parse_info
 
-PODS = 10_000  # the fleet size extrapolated to on paper
+FLEETS = (1_000, 10_000)  # the fleet sizes extrapolated to on paper
 SAMPLE = 0.02  # INFO sampling period during a reconnect burst
 OUTAGE = 2.0  # < backoff_after: agents retry every retry_interval (±jitter) while Redis is down
+LOW_COST = ("--interval", "10s")  # the large-fleet profile (docs/design.md, "Large fleets")
+EXEC_PERIOD = 10.0  # the kubelet's default periodSeconds
 
 
 @dataclass
@@ -62,39 +76,28 @@ class Burst:
 
 
 @dataclass
-class Fleet:
-    """Steady-state cost per agent and the restart bursts of one fleet."""
+class Group:
+    """One group of ``n`` clients measured by the method above."""
 
+    name: str
     n: int
-    jitter: bool
     seconds: float = 0.0
     connections: float = 0.0
     commands: dict[str, int] = field(default_factory=dict)
     redis_cpu: float = 0.0
-    idle_redis_cpu: float = 0.0  # an idle redis-server over the same window: Redis' own background cost
-    command_usec: int = 0  # Redis-side execution time of the agents' commands (commandstats usec)
-    usec_per_call: dict[str, float] = field(default_factory=dict)  # by command, over the steady window
+    idle_redis_cpu: float = 0.0
     agent_cpu: list[float] = field(default_factory=list)
     agent_rss: list[float] = field(default_factory=list)
     bursts: list[Burst] = field(default_factory=list)
 
     @property
-    def commands_per_agent(self) -> float:
-        return sum(self.commands.values()) / self.seconds / self.n
-
-    @property
-    def pings_per_agent(self) -> float:
-        return self.commands.get("ping", 0) / self.seconds / self.n
-
-    @property
-    def redis_cpu_per_agent(self) -> float:
-        """Redis CPU seconds per second per agent, above what an idle redis-server costs."""
+    def cpu_per_client(self) -> float:
+        """Redis CPU seconds per second per client, above what an idle redis-server costs."""
         return (self.redis_cpu - self.idle_redis_cpu) / self.seconds / self.n
 
     @property
-    def command_usec_per_agent(self) -> float:
-        """Microseconds per second per agent that Redis spends executing the agent's commands."""
-        return self.command_usec / self.seconds / self.n
+    def commands_per_client(self) -> float:
+        return sum(self.commands.values()) / self.seconds / self.n
 
 
 def _info(conn: RespConnection) -> dict[str, str]:
@@ -104,13 +107,13 @@ def _info(conn: RespConnection) -> dict[str, str]:
     return parse_info(reply)
 
 
-def _cmdstat(info: dict[str, str], field: str = "calls") -> dict[str, float]:
-    """``{command: calls}`` (or ``usec``, ``usec_per_call``) from ``INFO commandstats``."""
+def _cmdstat(info: dict[str, str]) -> dict[str, float]:
+    """``{command: calls}`` from ``INFO commandstats``."""
     out = {}
     for key, value in info.items():
         if key.startswith("cmdstat_"):
             stats = dict(part.split("=", 1) for part in value.split(","))
-            out[key.removeprefix("cmdstat_")] = float(stats[field])
+            out[key.removeprefix("cmdstat_")] = float(stats["calls"])
     return out
 
 
@@ -131,65 +134,124 @@ def _all_ready(agents: list[AgentProc], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def _run_fleet(n: int, jitter: bool, steady: float, bursts: int) -> Fleet:
-    fleet = Fleet(n, jitter)
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(RedisProcess(["--maxclients", "10000"])).start()
-        idle = stack.enter_context(RedisProcess()).start()  # Redis' own background CPU, same window
-        jitter_args = [] if jitter else ["--jitter", "0"]
-        agents = [stack.enter_context(AgentProc(["--redis-url", redis_url(server.port), *jitter_args]))
+def _measure(group: Group, server: RedisProcess, idle: RedisProcess, steady: float,
+             agents: list[AgentProc] | None = None) -> None:
+    """The method: Redis CPU, commands and connections over one steady window, idle server subtracted."""
+    with server.connect(timeout=2.0) as conn, idle.connect(timeout=2.0) as idle_conn:
+        before, idle_before = _info(conn), _info(idle_conn)
+        cpu0 = {a.pid: cpu_seconds(a.pid) for a in agents or []}
+        t0 = time.monotonic()
+        time.sleep(steady)
+        after, idle_after = _info(conn), _info(idle_conn)
+        group.seconds = time.monotonic() - t0
+    group.redis_cpu = _cpu(after) - _cpu(before)
+    group.idle_redis_cpu = _cpu(idle_after) - _cpu(idle_before)
+    group.connections = (int(after["connected_clients"]) - 1) / group.n
+    calls0, calls1 = _cmdstat(before), _cmdstat(after)
+    group.commands = {k: int(v - calls0.get(k, 0)) for k, v in calls1.items() if v > calls0.get(k, 0)}
+    group.commands["info"] = group.commands.get("info", 0) - 1  # our own INFO between the snapshots
+    group.commands = {k: v for k, v in group.commands.items() if v > 0}
+    for agent in agents or []:
+        group.agent_cpu.append((cpu_seconds(agent.pid) - cpu0[agent.pid]) / group.seconds * 100)
+        group.agent_rss.append(memory_mib(agent.pid)[0])
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    with RedisProcess(["--maxclients", "10000"]) as server, RedisProcess() as idle:
+        yield server.start(), idle.start()
+
+
+def _ping_baseline(n: int, steady: float) -> Group:
+    """``n`` kept connections, one PING per second each, from one asyncio loop in a thread."""
+    group = Group("ping/s", n)
+    with _servers() as (server, idle):
+        stop = threading.Event()
+        opened = threading.Event()
+
+        async def client(i: int) -> None:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            opened.set()
+            await asyncio.sleep(i / n)
+            try:
+                while not stop.is_set():
+                    writer.write(encode_command("PING"))
+                    await reader.readline()
+                    await asyncio.sleep(1.0)
+            finally:
+                writer.close()
+
+        async def main() -> None:
+            await asyncio.gather(*(client(i) for i in range(n)))
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        thread.start()
+        opened.wait(5)
+        time.sleep(2.0)
+        _measure(group, server, idle, steady)
+        stop.set()
+        thread.join(5)
+    return group
+
+
+def _exec_baseline(n: int, steady: float) -> Group:
+    """``redis-cli ping`` every EXEC_PERIOD s per pod: n/EXEC_PERIOD spawns per second, evenly spaced."""
+    group = Group("exec probe", n)
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli not found")
+    with _servers() as (server, idle):
+        stop = threading.Event()
+
+        def run() -> None:
+            gap = EXEC_PERIOD / n
+            next_at = time.monotonic()
+            while not stop.is_set():
+                subprocess.run([cli, "-h", server.host, "-p", str(server.port), "ping"], capture_output=True,
+                               timeout=5, check=False)
+                next_at += gap
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        time.sleep(2.0)
+        _measure(group, server, idle, steady)
+        stop.set()
+        thread.join(10)
+    return group
+
+
+def _agents(name: str, n: int, steady: float, args: tuple[str, ...], bursts: int) -> Group:
+    group = Group(name, n)
+    with _servers() as (server, idle), contextlib.ExitStack() as stack:
+        agents = [stack.enter_context(AgentProc(["--redis-url", redis_url(server.port), *args]))
                   for _ in range(n)]
         for agent in agents:
             agent.spawn()
         for agent in agents:
             agent.wait_live(timeout=90, period=0.05)
-        _all_ready(agents, timeout=30)
-        time.sleep(2.0)  # every agent on its steady one-second schedule
-
-        conn = stack.enter_context(server.connect(timeout=2.0))
-        idle_conn = stack.enter_context(idle.connect(timeout=2.0))
-        before, idle_before = _info(conn), _info(idle_conn)
-        cpu0 = {a.pid: cpu_seconds(a.pid) for a in agents}
-        t0 = time.monotonic()
-        time.sleep(steady)
-        after, idle_after = _info(conn), _info(idle_conn)
-        fleet.seconds = time.monotonic() - t0
-        fleet.idle_redis_cpu = _cpu(idle_after) - _cpu(idle_before)
-        fleet.agent_cpu = [(cpu_seconds(a.pid) - cpu0[a.pid]) / fleet.seconds * 100 for a in agents]
-        fleet.agent_rss = [memory_mib(a.pid)[0] for a in agents]
-        fleet.connections = (int(after["connected_clients"]) - 1) / n
-        calls0, calls1 = _cmdstat(before), _cmdstat(after)
-        fleet.commands = {k: int(v - calls0.get(k, 0)) for k, v in calls1.items() if v > calls0.get(k, 0)}
-        fleet.commands["info"] = fleet.commands.get("info", 0) - 1  # our own INFO between the snapshots
-        fleet.redis_cpu = _cpu(after) - _cpu(before)
-        usec0, usec1 = _cmdstat(before, "usec"), _cmdstat(after, "usec")
-        own_info = _cmdstat(after, "usec_per_call").get("info", 0.0)
-        fleet.command_usec = int(sum(v - usec0.get(k, 0) for k, v in usec1.items()) - own_info)
-        fleet.usec_per_call = {k: (usec1[k] - usec0.get(k, 0)) / calls for k, calls in fleet.commands.items()
-                               if calls > 0 and k in usec1}
-        conn.close()
-
+        _all_ready(agents, timeout=60)
+        time.sleep(2.0)  # every agent on its steady schedule
+        _measure(group, server, idle, steady, agents)
+        want = round(group.connections * n)
         for _ in range(bursts):
-            fleet.bursts.append(_burst(server, agents))
-    return fleet
+            group.bursts.append(_burst(server, agents, want))
+    return group
 
 
-def _burst(server: RedisProcess, agents: list[AgentProc]) -> Burst:
+def _burst(server: RedisProcess, agents: list[AgentProc], want: int) -> Burst:
     """Kill Redis, hold it down for OUTAGE, restart it, and sample INFO every SAMPLE s while the fleet returns."""
     burst = Burst()
-    want = 2 * len(agents)  # a check connection and a monitor connection each
     server.kill()
     time.sleep(OUTAGE)
     server.start()
     back = time.monotonic()
     with server.connect(timeout=2.0) as conn:
-        first = _info(conn)
-        last = first
+        last = _info(conn)
         deadline = back + 5.0
         while time.monotonic() < deadline:
-            info = _info(conn)
-            last = info
-            burst.samples.append((time.monotonic() - back, int(info["connected_clients"]) - 1))
+            last = _info(conn)
+            burst.samples.append((time.monotonic() - back, int(last["connected_clients"]) - 1))
             if burst.samples[-1][1] >= want and time.monotonic() - back > 1.5:
                 break
             time.sleep(max(0.0, SAMPLE - 0.002))
@@ -200,80 +262,111 @@ def _burst(server: RedisProcess, agents: list[AgentProc]) -> Burst:
     return burst
 
 
+def measure(n: int, steady: float, bursts: int, agents_only: bool = False) -> dict[str, Group]:
+    """Every group, one after another, by the one method (the baselines first)."""
+    runs: list[tuple[str, Callable[[], Group]]] = []
+    if not agents_only:
+        runs += [("ping/s", lambda: _ping_baseline(n, steady)), ("exec probe", lambda: _exec_baseline(n, steady))]
+    runs += [
+        ("defaults", lambda: _agents("defaults", n, steady, (), bursts)),
+        ("low-cost", lambda: _agents("low-cost", n, steady, LOW_COST, 0)),
+        ("defaults, no jitter", lambda: _agents("defaults, no jitter", n, min(steady, 5.0), ("--jitter", "0"),
+                                                bursts)),
+    ]
+    groups = {}
+    for name, job in runs:
+        log(f"fleet: {name}, {n} clients, {steady:g} s steady")
+        groups[name] = job()
+    return groups
+
+
 def run(mode: Mode) -> Section:
-    """The fleet as shipped, then without jitter; steady cost per agent and the restart bursts of both."""
+    """Both baselines, the defaults and the low-cost profile by one method; restart bursts of the defaults."""
     section = Section("4b. Fleet against one Redis")
     n = mode.reps(40, 8)
-    steady = mode.pick(15.0, 3.0)
-    bursts = mode.reps(3, 1)
-    fleets: dict[bool, Fleet] = {}
-    for jitter in (True, False):
-        log(f"fleet: {n} agents {'with' if jitter else 'WITHOUT'} jitter, {steady:g} s steady, {bursts} restarts")
-        fleets[jitter] = _run_fleet(n, jitter, steady, bursts)
-    _rows(section, fleets[True], fleets[False])
+    groups = measure(n, mode.pick(20.0, 5.0), mode.reps(2, 1))
+    _rows(section, groups)
     return section
 
 
-def _burst_figures(fleet: Fleet) -> tuple[float, float, float]:
-    """Median over bursts: time until all connections are back, and the densest 20 ms and 100 ms."""
-    done = median([b.time_to(2 * fleet.n) for b in fleet.bursts])
-    peak_20 = median([float(b.peak(SAMPLE)) for b in fleet.bursts])
-    peak_100 = median([float(b.peak(0.1)) for b in fleet.bursts])
-    return done, peak_20, peak_100
+def _ratio(group: Group, base: Group) -> str:
+    return f"{group.cpu_per_client / base.cpu_per_client:.2f}" if base.cpu_per_client > 0 else "n/a"
 
 
-def _rows(section: Section, shipped: Fleet, flat: Fleet) -> None:
+def _rows(section: Section, groups: dict[str, Group]) -> None:
+    ping, exec_, shipped, cheap, flat = (groups[k] for k in ("ping/s", "exec probe", "defaults", "low-cost",
+                                                              "defaults, no jitter"))
     n = shipped.n
-    want = 2 * n
-    done_j, p20_j, p100_j = _burst_figures(shipped)
-    done_f, p20_f, p100_f = _burst_figures(flat)
-    per_agent_cpu = shipped.redis_cpu_per_agent
-    section.rows += [
-        Row("4", f"fleet of {n}: Redis connections / commands per agent",
-            f"{shipped.connections:.2f} / {shipped.commands_per_agent:.2f} per s",
-            f"PING/s per agent {shipped.pings_per_agent:.2f} (not starved: ~1)", "<= 3 /s",
-            shipped.commands_per_agent <= 3.0),
-        Row("4", f"fleet of {n}: Redis CPU per agent (above idle Redis)", f"{per_agent_cpu * 1000:.3f} ms/s",
-            f"x {PODS:,} pods = {per_agent_cpu * PODS * 100:.0f} % of a core"),
-        Row("4", f"fleet of {n}: agent CPU / RSS, median",
-            f"{median(shipped.agent_cpu):.2f} % / {median(shipped.agent_rss):.1f} MiB"),
-        Row("4", f"restart: all {want} connections back after", ms(done_j), f"no jitter: {ms(done_f)}"),
-        Row("4", "restart: densest 20 ms / 100 ms of reconnections",
-            f"{p20_j:.0f} / {p100_j:.0f} of {want}", f"no jitter: {p20_f:.0f} / {p100_f:.0f} of {want}"),
-    ]
-    commands = ", ".join(f"{k} {v / shipped.seconds / n:.2f}/s" for k, v in sorted(shipped.commands.items()))
-    section.notes += [
-        f"Fleet of {n} agents at defaults against one redis-server, steady for {shipped.seconds:.0f} s: per agent "
-        f"{commands}; {shipped.connections:.2f} connections; Redis CPU {per_agent_cpu * 1000:.3f} ms per second "
-        f"per agent above an idle redis-server measured in the same window ({shipped.idle_redis_cpu * 1000:.0f} ms "
-        f"over the window), of which executing the commands themselves (commandstats usec) "
-        f"{shipped.command_usec_per_agent / 1000:.3f} ms; Redis time per call: "
-        + ", ".join(f"{k} {v:.1f} us" for k, v in sorted(shipped.usec_per_call.items()))
-        + f". Agent CPU median {median(shipped.agent_cpu):.2f} % "
-        f"(max {max(shipped.agent_cpu):.2f} %).",
-        f"Restart bursts (Redis killed, {OUTAGE:g} s outage, restarted on the same port; INFO sampled every "
-        f"{SAMPLE * 1000:.0f} ms): with jitter " + "; ".join(_describe(b, want) for b in shipped.bursts)
-        + ". Without jitter " + "; ".join(_describe(b, want) for b in flat.bursts) + ".",
-        _extrapolation(shipped, p20_j, p20_f),
-    ]
+    for group, target, ok in (
+        (shipped, "<= 1.3 x ping/s, 1 conn", shipped.cpu_per_client <= 1.3 * ping.cpu_per_client
+         and shipped.connections <= 1.05),
+        (cheap, "<= 1.0 x exec probe", cheap.cpu_per_client <= exec_.cpu_per_client),
+    ):
+        section.rows.append(Row(
+            "4", f"fleet of {n}, {group.name}: Redis CPU / connections per agent",
+            f"{group.cpu_per_client * 1e6:.1f} us/s / {group.connections:.2f}",
+            f"{_ratio(group, ping)} x ping/s ({ping.cpu_per_client * 1e6:.1f} us/s), {_ratio(group, exec_)} x "
+            f"exec probe ({exec_.cpu_per_client * 1e6:.1f} us/s)", target, ok))
+    section.rows.append(Row("4", f"fleet of {n}: agent CPU / RSS, median",
+                            f"{median(shipped.agent_cpu):.2f} % / {median(shipped.agent_rss):.1f} MiB"))
+    want = round(shipped.connections * n)
+    if shipped.bursts and flat.bursts:
+        done_j, p20_j = _burst_figures(shipped, want)
+        done_f, p20_f = _burst_figures(flat, want)
+        section.rows += [
+            Row("4", f"restart: all {want} connections back after", ms(done_j), f"no jitter: {ms(done_f)}"),
+            Row("4", "restart: densest 20 ms of reconnections", f"{p20_j:.0f} of {want}",
+                f"no jitter: {p20_f:.0f} of {want}"),
+        ]
+    method = (f"Method: each group of {n} clients alone against a fresh redis-server for {shipped.seconds:.0f} s; "
+              "Redis CPU per client = (Δ INFO used_cpu_user+sys of the target − Δ of an idle redis-server over the "
+              "same window) / window / clients; connections per client = (connected_clients − 1) / clients.")
+    section.notes.append(method)
+    for group in (ping, exec_, shipped, cheap):
+        commands = ", ".join(f"{k} {v / group.seconds / group.n:.2f}/s" for k, v in sorted(group.commands.items()))
+        section.notes.append(
+            f"{group.name}: Redis CPU {group.cpu_per_client * 1e6:.1f} us/s per client (target "
+            f"{group.redis_cpu * 1e3:.0f} ms, idle {group.idle_redis_cpu * 1e3:.0f} ms over the window), "
+            f"{group.connections:.2f} connections, commands per client: {commands or 'none'}.")
+    for size in FLEETS:
+        section.notes.append(f"Extrapolation to {size:,} pods: " + "; ".join(
+            f"{g.name} {g.connections * size:,.0f} connections and {g.cpu_per_client * size * 100:.1f} % of a core"
+            for g in (ping, exec_, shipped, cheap)) + ".")
+    if shipped.bursts:
+        section.notes.append(f"Restart bursts (Redis killed, {OUTAGE:g} s outage, restarted on the same port; "
+                             f"INFO every {SAMPLE * 1000:.0f} ms): with jitter "
+                             + "; ".join(_describe(b, want) for b in shipped.bursts)
+                             + ". Without jitter " + "; ".join(_describe(b, want) for b in flat.bursts) + ".")
 
 
-def _extrapolation(shipped: Fleet, p20_jitter: float, p20_flat: float) -> str:
-    """The per-agent figures times PODS: what a fleet of that size would cost its one Redis."""
-    scale = PODS / shipped.n
-    cpu = shipped.redis_cpu_per_agent * PODS * 100
-    exec_cpu = shipped.command_usec_per_agent * PODS / 1e4
-    return (
-        f"Extrapolation to {PODS:,} pods: {shipped.connections * PODS:,.0f} connections held (redis-server's "
-        f"default maxclients is 10,000), {shipped.commands_per_agent * PODS:,.0f} commands/s, and about {cpu:.0f} % "
-        f"of a core of Redis CPU at rest, {exec_cpu:.0f} % of a core executing the commands and the rest in "
-        "connection I/O. Redis executes commands on one thread, so that is the budget to compare with. After a "
-        f"restart, the densest 20 ms held {p20_jitter * scale:,.0f} reconnections with jitter and "
-        f"{p20_flat * scale:,.0f} without (scaled from the {2 * shipped.n} here; the default tcp-backlog is 511)."
-    )
+def _burst_figures(group: Group, want: int) -> tuple[float, float]:
+    """Median over bursts: time until all connections are back, and the densest 20 ms."""
+    return median([b.time_to(want) for b in group.bursts]), median([float(b.peak(SAMPLE)) for b in group.bursts])
 
 
 def _describe(burst: Burst, want: int) -> str:
     return (f"all {want} back in {ms(burst.time_to(want))}, densest 20 ms {burst.peak(SAMPLE)}, "
             f"{burst.commands} commands and {burst.redis_cpu * 1000:.0f} ms Redis CPU from start to the end of "
             f"sampling, every agent ready {burst.fleet_ready:.2f} s after the restart")
+
+
+def main() -> None:
+    """``python -m bench.fleet [--agents N] [--steady S] [--bursts B]``: this part alone, table and notes."""
+    import argparse
+
+    from bench.common import table
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--agents", type=int, default=40)
+    parser.add_argument("--steady", type=float, default=20.0)
+    parser.add_argument("--bursts", type=int, default=2)
+    args = parser.parse_args()
+    section = Section("4b. Fleet against one Redis")
+    _rows(section, measure(args.agents, args.steady, args.bursts))
+    print(table(section.rows))
+    for note in section.notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()

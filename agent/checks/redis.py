@@ -1,33 +1,40 @@
-"""The Redis check: "connected" is not enough, Redis must be *usable*.
+"""The Redis check: "connected" is not enough, Redis must be *usable*, at the cost of one round trip.
 
-One check is ``PING`` (must answer exactly ``PONG``: ``-LOADING``, ``-BUSY``, ``-MASTERDOWN``, ``-MISCONF``,
-``-NOAUTH`` all fail it), then ``INFO persistence replication`` (``loading``, ``async_loading``, ``role``,
-``master_link_status``), then, if configured, ``EXISTS`` on a maintenance key. Design choices, each from a
-real failure mode (docs/design.md, "Redis facts"):
+Every check is one pipelined write and one round trip on the one connection the check holds: ``PING`` (must
+answer exactly ``PONG``: ``-LOADING``, ``-BUSY``, ``-MASTERDOWN``, ``-MISCONF``, ``-NOAUTH`` all fail it),
+``ROLE`` (a replica's master link, or a replica where the master is required), and, if configured,
+``EXISTS`` on a maintenance key. ``INFO persistence replication`` (``loading``, ``async_loading``) costs ten
+times a PING inside Redis, so it is sent only with the first check on each new connection and after a check
+that ROLE failed, to name the reason precisely. Design choices, each from a real failure mode (docs/design.md):
 
-* no client retries (redis-py's default retries hid ``-LOADING`` for seconds) and every check is bounded by
-  ``asyncio.timeout``;
-* the probe connection is reused while healthy and *discarded* after any error, timeout or cancellation,
-  because a cancelled read can leave it off by one reply (redis-py #2624);
-* a separate monitor connection (redis_monitor.py) reports its loss at once, so a kill is seen in milliseconds.
+* no retries hide ``-LOADING``, and every check is bounded by ``asyncio.timeout``;
+* the connection is reused while healthy and *discarded* after any error, timeout or cancellation, because a
+  cancelled read can leave it off by one reply;
+* the connection is held between checks and its reader always has a read pending, so a kill is seen in
+  milliseconds without a second connection (redis_monitor.py);
+* locked-down servers: ``INFO`` or ``ROLE`` renamed away or outside the ACL user's rights is not a failure;
+  the check keeps to what it may run (``PING`` and ``ROLE``; ``INFO replication`` instead of ``ROLE``; at
+  worst ``PING`` alone) and says so in one warning.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import AbstractConnection
 
 from agent.checkconfig import CheckConfig
-from agent.checks.redis_conn import RedisEndpoint
-from agent.checks.redis_monitor import Monitor
-from agent.checks.redis_replies import classify, judge_info, parse_info
+from agent.checks.redis_conn import RedisEndpoint, RespConnection
+from agent.checks.redis_monitor import ConnectionWatch
+from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
 from agent.model import CheckResult, Reason
+
+log = logging.getLogger("readiness_agent")
+Failure = tuple[Reason, str]
 
 
 class RedisCheck:
@@ -43,73 +50,134 @@ class RedisCheck:
         self.timeout = timeout
         self.clock = clock
         self.endpoint = RedisEndpoint(config, timeout)
-        self.monitor = Monitor(self.endpoint)
-        self._conn: AbstractConnection | None = None
-        self._info_sections: tuple[str, ...] = ("persistence", "replication")
+        self.watch = ConnectionWatch()
+        self._conn: RespConnection | None = None
+        self._role = True  # ROLE may be run
+        self._info: tuple[str, ...] | None = ("persistence", "replication")  # None: INFO may not be run
+        self._ask_info = True  # send INFO with the next check
+        self._warned = False
 
-    @staticmethod
-    async def _discard(conn: AbstractConnection | None) -> None:
-        if conn is None:
-            return
-        # Closing a broken connection must never fail the check.
-        with contextlib.suppress(Exception):
-            await conn.disconnect(nowait=True)
-
-    async def _command(self, conn: AbstractConnection, *args: str) -> Any:
-        await conn.send_command(*args)
-        return await conn.read_response()
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self.watch.hold(None)
+        if conn is not None:
+            await conn.aclose()
 
     async def run(self) -> CheckResult:
-        """PING, INFO, optional maintenance key; bounded by ``timeout``; the connection is dropped on error."""
+        """One round trip (PING, ROLE, maybe INFO and EXISTS), bounded by ``timeout``; drop the connection on error."""
         started = self.clock()
-        if self._conn is not None and self.endpoint.credentials_changed():
-            await self._discard(self._conn)
-            self._conn = None
-        conn = self._conn
+        if self._conn is not None and (not self._conn.is_open or self.endpoint.credentials_changed()):
+            await self._drop()  # the server ended it (the watch reported that), or new credentials
         try:
             async with asyncio.timeout(self.timeout):
-                if conn is None:
-                    conn = self.endpoint.probe_connection()
-                    self._conn = conn
-                    await conn.connect()  # type: ignore[no-untyped-call]
-                failure = await self._probe(conn)
+                failure = await self._attempt()
         except asyncio.CancelledError:
-            await self._discard(conn)
-            self._conn = None
+            await self._drop()
             raise
         except Exception as exc:
-            await self._discard(conn)
-            self._conn = None
+            await self._drop()
             reason, detail = classify(exc)
+            self._ask_info = True
             return CheckResult(False, self.clock() - started, reason, detail)
         if failure is not None:
             return CheckResult(False, self.clock() - started, failure[0], failure[1])
         return CheckResult(True, self.clock() - started)
 
-    async def _probe(self, conn: AbstractConnection) -> tuple[Reason, str] | None:
-        reply = await self._command(conn, "PING")
-        if reply not in (b"PONG", "PONG"):
-            return Reason.PROTOCOL, "PING did not answer PONG"
-        try:
-            raw = await self._command(conn, "INFO", *self._info_sections)
-        except rx.ResponseError:
-            if len(self._info_sections) < 2:
-                raise
-            # Redis < 7 takes one INFO section at a time: fall back to the default sections.
-            self._info_sections = ()
-            raw = await self._command(conn, "INFO")
-        failure = judge_info(parse_info(raw), self.config.require_master)
-        key = self.config.maintenance_key
-        if failure is None and key and await self._command(conn, "EXISTS", key):
-            return Reason.MAINTENANCE, "the maintenance key exists"
+    async def _attempt(self) -> Failure | None:
+        conn = self._conn
+        handshake: list[tuple[str, ...]] = []
+        if conn is None:
+            conn = await self.endpoint.connect()
+            self._conn = conn
+            self.watch.hold(conn)
+            handshake = self.endpoint.handshake()
+            self._ask_info = True
+        probe = self._commands()
+        replies = await conn.pipeline(*handshake, *probe)
+        for command, reply in zip(handshake, replies, strict=False):
+            if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
+                raise reply
+        failure = self._judge(probe, replies[len(handshake):])
+        conn.used = True
         return failure
 
+    def _commands(self) -> list[tuple[str, ...]]:
+        commands: list[tuple[str, ...]] = [("PING",)]
+        if self._role:
+            commands.append(("ROLE",))
+        if self._info is not None and (self._ask_info or not self._role):
+            commands.append(("INFO", *(self._info if self._role else ("replication",))))
+        if self.config.maintenance_key:
+            commands.append(("EXISTS", self.config.maintenance_key))
+        return commands
+
+    def _judge(self, commands: list[tuple[str, ...]], replies: list[Any]) -> Failure | None:
+        """The failure the replies show, PING first, then INFO, ROLE and the maintenance key."""
+        by_name = {command[0]: reply for command, reply in zip(commands, replies, strict=True)}
+        ping = by_name["PING"]
+        if isinstance(ping, rx.ResponseError):
+            raise ping
+        if ping != b"PONG":
+            return Reason.PROTOCOL, "PING did not answer PONG"
+        refused = [name for name in ("INFO", "ROLE") if unavailable(by_name.get(name))]
+        info_failure = self._judge_info(by_name.get("INFO"))
+        role_failure = self._judge_role(by_name.get("ROLE"))
+        if refused:
+            self._degrade(refused)
+        self._ask_info = role_failure is not None
+        failure = info_failure or role_failure
+        if failure is None and "EXISTS" in by_name:
+            failure = self._judge_maintenance(by_name["EXISTS"])
+        return failure
+
+    def _judge_role(self, reply: Any) -> Failure | None:
+        if reply is None:
+            return None
+        if unavailable(reply):
+            self._role = False
+            return None
+        if isinstance(reply, rx.ResponseError):
+            raise reply
+        return judge_role(reply, self.config.require_master)
+
+    def _judge_info(self, reply: Any) -> Failure | None:
+        if reply is None:
+            return None
+        if unavailable(reply):
+            self._info = None
+            return None
+        if isinstance(reply, rx.ResponseError):
+            if str(reply).startswith("ERR wrong number of arguments") and self._info:
+                self._info = ()  # Redis < 7 takes one INFO section at a time: the default sections next time
+                return None
+            raise reply
+        return judge_info(parse_info(reply), self.config.require_master)
+
+    def _judge_maintenance(self, reply: Any) -> Failure | None:
+        if isinstance(reply, rx.ResponseError):
+            if str(reply).startswith("NOPERM"):
+                # A diagnostic the user may not run is a configuration error, not an authentication failure.
+                return Reason.ERROR, "NOPERM: the ACL user may not read the maintenance key"
+            raise reply
+        if reply:
+            return Reason.MAINTENANCE, "the maintenance key exists"
+        return None
+
+    def _degrade(self, refused: list[str]) -> None:
+        """One warning per check, whatever the server turned out to refuse."""
+        if self._warned:
+            return
+        self._warned = True
+        left = "PING and ROLE" if self._role else ("PING and INFO replication" if self._info is not None
+                                                   else "PING alone (a replica's master link is not checked)")
+        log.warning("check %s: Redis %s refuses %s (renamed, or not in the ACL user's rights); readiness is "
+                    "judged from %s", self.name, self.target, " and ".join(refused), left,
+                    extra={"check": self.name, "event": "degraded_commands"})
+
     async def wait_lost(self) -> None:
-        """Hold the monitor connection; return when it is lost (see redis_monitor.py)."""
-        await self.monitor.wait_lost()
+        """Return when the server ends the held connection (see redis_monitor.py)."""
+        await self.watch.wait_lost()
 
     async def close(self) -> None:
-        """Close both connections."""
-        await self._discard(self._conn)
-        self._conn = None
-        self.monitor.close()
+        """Close the connection."""
+        await self._drop()

@@ -1,46 +1,132 @@
-"""The one connection factory for a Redis: address, TLS and credentials, for every connection the agent opens.
+"""The one connection factory for a Redis, and the connection itself: one per check, held between checks.
 
-The probe speaks through redis-py; the monitor holds a plain asyncio stream. Both get the same SSL context
-(built once from the CA, certificate and key files) and the same credentials (a mounted password file is
-re-read when it changes), so a TLS or auth fix is made in one place.
+Why one held connection: a read kept pending on it sees a kill (EOF or RST) within a millisecond, so no
+second "monitor" connection is needed (it doubled what a fleet costs its Redis, and its ``SUBSCRIBE`` needs a
+channel permission many ACL users lack). Every byte from the server is read by one task per connection,
+which hands replies to the commands waiting for them in order (so a pipeline is one write and one round
+trip) and notices the end of the connection at once, whether or not a command is in flight.
+
+The connection speaks RESP2 (no ``HELLO``; redis_protocol.py), authenticates with ``AUTH [user] password``
+and selects the database, pipelined with the check's first commands. Every read is bounded (a reply, and the
+bytes per second shared by all connections to the server). The same SSL context (built once from the CA,
+certificate and key files) and the same credentials (a mounted password file is re-read when it changes)
+serve every connection, so a TLS or auth fix is made in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import socket
 import ssl
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from agent.checkconfig import CheckConfig
+from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, Limits, ReplyParser, encode
 from agent.secretfile import SecretFile
 from agent.urls import RedisTarget
 
+READ_CHUNK = 64 * 1024
+CLIENT_NAME = "readiness-agent"
+# TCP keepalive on every connection: a path that died without a RST (a partition that never heals) is noticed
+# between checks too, after KEEPIDLE + KEEPINTVL × KEEPCNT = 25 s of silence.
+KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
-class _TlsConnection(Connection):
-    """redis-py's TCP connection with our SSL context (redis-py's SSLConnection builds its own)."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._ssl_context = ssl_context
+class ConnectionLost(rx.ConnectionError):
+    """The server closed or reset the connection."""
 
-    def _connection_arguments(self) -> Any:
-        return {**super()._connection_arguments(), "ssl": self._ssl_context}
+
+class RespConnection:
+    """One connection: ``pipeline`` sends commands and awaits their replies; ``lost`` resolves at its end.
+
+    ``lost`` holds the exception that ended it from the server's side (EOF, RST, a protocol error, a reply
+    past a limit); it resolves to ``None`` when we closed it ourselves.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits,
+                 budget: ByteBudget) -> None:
+        self._reader, self._writer = reader, writer
+        self._parser = ReplyParser(limits)
+        self._budget = budget
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._read_loop(), name="redis-reader")
+        self.used = False  # a check has completed on it (issue 17: a reused connection that fails is retried)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.lost.done()
+
+    async def pipeline(self, *commands: tuple[str, ...]) -> list[Any]:
+        """Send every command in one write; return their replies in order (error replies as values)."""
+        if self.lost.done():
+            raise self.lost.result() or ConnectionLost("connection closed")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._waiting.extend(futures)
+        self._writer.write(b"".join(encode(*c) for c in commands))
+        await self._writer.drain()
+        return list(await asyncio.gather(*futures))  # gather retrieves every exception, not just the first
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(READ_CHUNK)
+                if not data:
+                    raise ConnectionLost("Connection closed by server.")
+                self._budget.spend(len(data))
+                for reply in self._parser.feed(data):
+                    if not self._waiting:
+                        # Nothing asked: Redis only does this to say why it closes (``-ERR max number of
+                        # clients reached``), anything else is not Redis.
+                        if isinstance(reply, rx.ResponseError):
+                            raise reply
+                        raise rx.InvalidResponse("an unrequested reply")
+                    waiter = self._waiting.popleft()
+                    if not waiter.done():
+                        waiter.set_result(reply)
+        except asyncio.CancelledError:
+            self._end(None)
+            raise
+        except (OSError, rx.RedisError) as exc:
+            error = ConnectionLost(f"Connection reset: {exc}") if isinstance(exc, OSError) else exc
+            self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(error)
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(error or ConnectionLost("connection closed"))
+        self._waiting.clear()
+        self._writer.close()
+
+    def close(self) -> None:
+        """Close it from our side (``lost`` resolves to None); idempotent, never raises."""
+        self._end(None)
+        self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Close it and wait for its reader task to end."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 class RedisEndpoint:
-    """Where and how to reach one Redis: opens probe connections (redis-py) and raw streams (the monitor)."""
+    """Where and how to reach one Redis: opens every connection the check holds."""
 
-    def __init__(self, config: CheckConfig, timeout: float) -> None:
+    def __init__(self, config: CheckConfig, timeout: float, limits: Limits = DEFAULT_LIMITS) -> None:
         assert config.redis is not None
         self.config = config
         self.target: RedisTarget = config.redis
         self.timeout = timeout
+        self.limits = limits
+        self.budget = ByteBudget(limits.bytes_per_second)
         self.password_file = SecretFile(config.password_file) if config.password_file else None
         self._ssl: ssl.SSLContext | None = None
 
@@ -64,41 +150,28 @@ class RedisEndpoint:
             self._ssl = context
         return self._ssl
 
-    def probe_connection(self) -> Connection:
-        """A redis-py connection with no retries, bounded timeouts and TCP keepalive (not yet connected)."""
-        kwargs: dict[str, Any] = {
-            "host": self.target.host,
-            "port": self.target.port,
-            "db": self.target.db,
-            "username": self.target.username,
-            "password": self.password(),
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "driver_info": None,
-            "socket_keepalive": True,
-        }
-        context = self.ssl_context()
-        if context is not None:
-            return _TlsConnection(ssl_context=context, **kwargs)
-        return Connection(**kwargs)
-
-    async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A raw, authenticated stream to the server, with TCP keepalive; the caller bounds it in time."""
-        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=self.ssl_context())
-        try:
-            password = self.password()
-            if password is not None:
-                user = self.target.username
-                writer.write(resp("AUTH", *([user, password] if user else [password])))
-                line = await reader.readline()
-                if not line.startswith(b"+"):
-                    raise rx.AuthenticationError("AUTH refused")
-        except BaseException:
-            writer.close()
-            raise
+    async def connect(self) -> RespConnection:
+        """A new TCP (or TLS) connection with keepalive; the caller bounds it in time and sends ``handshake``."""
+        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=self.ssl_context(),
+                                                       limit=READ_CHUNK)
         _keepalive(writer)
-        return reader, writer
+        return RespConnection(reader, writer, self.limits, self.budget)
+
+    def handshake(self) -> list[tuple[str, ...]]:
+        """The commands that open a session: AUTH (if a password is set), SELECT (if not db 0), CLIENT SETNAME.
+
+        Their replies are judged by the check: AUTH and SELECT must answer OK; CLIENT SETNAME is only a label
+        in ``CLIENT LIST`` and may be refused.
+        """
+        commands: list[tuple[str, ...]] = []
+        password = self.password()
+        if password is not None:
+            user = self.target.username
+            commands.append(("AUTH", user, password) if user else ("AUTH", password))
+        if self.target.db:
+            commands.append(("SELECT", str(self.target.db)))
+        commands.append(("CLIENT", "SETNAME", CLIENT_NAME))
+        return commands
 
 
 def _keepalive(writer: asyncio.StreamWriter) -> None:
@@ -107,15 +180,6 @@ def _keepalive(writer: asyncio.StreamWriter) -> None:
     if sock is None:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+    for option, value in KEEPALIVE:
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-
-
-def resp(*parts: str) -> bytes:
-    """One command in RESP (array of bulk strings)."""
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        data = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)

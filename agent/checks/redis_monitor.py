@@ -1,56 +1,45 @@
-"""The monitor connection: a held ``SUBSCRIBE`` whose loss (EOF, RST) says at once that Redis went away.
+"""The watch on the held connection: its loss (EOF, RST, a protocol error) is an observation at that instant.
 
-Pub/sub clients are exempt from Redis' idle ``timeout``, so the connection stays up while Redis does. Plain
-asyncio streams and RESP, not redis-py: it only has to authenticate, subscribe, and notice EOF.
+There is no second connection any more: the check's own connection stays open between checks and its reader
+task always has a read pending, so a killed Redis is seen within a millisecond (redis_conn.py). This module
+only tells the scheduler when the connection the last successful check used was ended *by the server*; a
+connection the check closed itself (after a failure, or to re-authenticate) is not a loss, and a replacement
+opened by a later check is followed.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from redis import exceptions as rx
-
-from agent.checks.redis_conn import RedisEndpoint, resp
-from agent.checks.redis_replies import classify
-from agent.model import MonitorUnavailable
-
-MONITOR_CHANNEL = "readiness-agent:monitor"
+from agent.checks.redis_conn import RespConnection
+from agent.model import MonitorUnavailable, Reason
 
 
-class Monitor:
-    """One held monitor connection to ``endpoint``; ``wait_lost`` returns when it is lost."""
+class ConnectionWatch:
+    """Follows the check's current connection; ``wait_lost`` returns when the server ends it."""
 
-    def __init__(self, endpoint: RedisEndpoint) -> None:
-        self.endpoint = endpoint
-        self._writer: asyncio.StreamWriter | None = None
+    def __init__(self) -> None:
+        self._conn: RespConnection | None = None
+
+    def hold(self, conn: RespConnection | None) -> None:
+        """The check's current connection (None once it dropped it)."""
+        self._conn = conn
+
+    @property
+    def watching(self) -> bool:
+        return self._conn is not None and self._conn.is_open
 
     async def wait_lost(self) -> None:
-        """Open and subscribe (raising :class:`MonitorUnavailable` if that fails), then wait for EOF."""
-        writer: asyncio.StreamWriter | None = None
-        try:
-            try:
-                async with asyncio.timeout(self.endpoint.timeout):
-                    reader, writer = await self.endpoint.open_stream()
-                    writer.write(resp("SUBSCRIBE", MONITOR_CHANNEL))
-                    await writer.drain()
-                    first = await reader.read(1024)
-                    if not first.startswith(b"*"):
-                        raise rx.ResponseError(first.decode("utf-8", "replace").strip()[1:] or "EOF")
-            except Exception as exc:
-                raise MonitorUnavailable(classify(exc)[0]) from None
-            self._writer = writer
-            try:
-                while await reader.read(4096):
-                    pass  # nothing is ever published; any bytes are ignored, EOF ends the wait
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-        finally:
-            if writer is not None:
-                writer.close()
-            self._writer = None
+        """Return when the server ends the held connection; raise :class:`MonitorUnavailable` when none is held.
 
-    def close(self) -> None:
-        """Drop the connection (the waiting ``wait_lost`` returns)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        The scheduler calls it after a successful check and retries after the next one when it raises.
+        """
+        while True:
+            conn = self._conn
+            if conn is None:
+                raise MonitorUnavailable(Reason.REFUSED)
+            error = await asyncio.shield(conn.lost)
+            if error is not None:
+                return
+            if self._conn is conn or self._conn is None:
+                raise MonitorUnavailable(Reason.REFUSED)  # we closed it ourselves and hold none now

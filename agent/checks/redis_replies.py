@@ -12,6 +12,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
+from agent.checks.redis_protocol import ReplyTooLarge
 from agent.model import Reason
 
 # Error-reply prefixes redis-py leaves as a plain ResponseError (or maps to a too-generic class).
@@ -22,6 +23,7 @@ _PREFIXES: tuple[tuple[str, Reason], ...] = (
     ("MISCONF", Reason.READONLY),  # persistence failing: the server refuses writes (and PING)
     ("READONLY", Reason.READONLY),
     ("OOM", Reason.OOM),
+    ("NOREPLICAS", Reason.NOREPLICAS),
     ("CLUSTERDOWN", Reason.CLUSTER_DOWN),
     ("TRYAGAIN", Reason.CLUSTER_DOWN),
     ("NOAUTH", Reason.AUTH),
@@ -52,6 +54,8 @@ def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
     """Exceptions redis-py maps to a class (stripping the reply's prefix from the message)."""
     if isinstance(exc, TimeoutError | rx.TimeoutError | socket.timeout):
         return Reason.TIMEOUT, "no answer within the check timeout"
+    if isinstance(exc, ReplyTooLarge):
+        return Reason.PROTOCOL, str(exc)
     if isinstance(exc, rx.BusyLoadingError):
         return Reason.LOADING, "Redis is loading its dataset"
     if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError | rx.NoPermissionError):
@@ -118,6 +122,27 @@ def parse_info(raw: Any) -> dict[str, str]:
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     return fields
+
+
+def unavailable(reply: object) -> bool:
+    """An error reply that means "you may not run this command here" (renamed away, or not in the ACL user's
+    rights): the agent stops sending that diagnostic and relies on what it may run."""
+    if not isinstance(reply, rx.ResponseError):
+        return False
+    text = str(reply)
+    return text.startswith(("NOPERM", "ERR unknown command", "ERR unknown subcommand"))
+
+
+def judge_role(reply: object, require_master: bool) -> tuple[Reason, str] | None:
+    """Failure implied by a ``ROLE`` reply, or None when it says "usable"."""
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
+        raise rx.InvalidResponse("ROLE did not answer a role")
+    if reply[0] == b"slave":
+        if require_master:
+            return Reason.READONLY, "a replica, and this check requires the master"
+        if len(reply) < 4 or reply[3] != b"connected":
+            return Reason.MASTER_LINK_DOWN, "replica's master link is down"
+    return None
 
 
 def judge_info(info: dict[str, str], require_master: bool) -> tuple[Reason, str] | None:

@@ -273,6 +273,10 @@ _SETPRIV = shutil.which("setpriv")
 
 # A slow but responsive load (docs/design.md): ~68 us per key, and -LOADING answered promptly meanwhile.
 SLOW_LOAD_ARGS = ("--key-load-delay", "10", "--loading-process-events-interval-bytes", "1024")
+# Locked-down servers, as managed services ship them: INFO renamed away; a RESP2-only server (Redis 5 has no
+# HELLO: removing it makes a Redis 7 answer HELLO with "unknown command", exactly as Redis 5 does).
+NO_INFO_ARGS = ("--rename-command", "INFO", "")
+RESP2_ONLY_ARGS = ("--rename-command", "HELLO", "")
 
 
 class RedisProcess:
@@ -718,6 +722,15 @@ class RedisProcess:
                 return len(self._held)
             raise RuntimeError(f"unexpected reply while filling the server: {reply}")
         raise TimeoutError("maxclients was not reached")
+
+    def add_user(self, name: str, password: str, *rules: str) -> None:
+        """``ACL SETUSER name reset on >password ~* <rules>``: a user with every key and the given rules only.
+
+        ``reset`` leaves the user with no commands and, as Redis 7 creates users by default, no pub/sub
+        channels (``resetchannels``); add ``+@all``, ``-info``, ``allchannels``… as the test needs.
+        """
+        self._expect_ok(self.cli("ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", *rules),
+                        "ACL SETUSER")
 
     def release_clients(self) -> None:
         """Close the connections held by ``exhaust_clients()``."""
