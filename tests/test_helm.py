@@ -1,0 +1,341 @@
+"""The Helm chart as a public interface: its values schema, the readiness gate's objects, the library templates
+an existing app includes (helm/examples/existing-app), shutdown order, NetworkPolicy and PDB.
+
+Every render is the real helm (scripts/install-helm.sh) and every rendered object is validated with
+``kubernetes-validate --strict`` on 1.29 and the newest version it knows, custom resources against their
+published CRD schemas (tests/support/crds.py). Nothing here runs an agent: with the gate on it would need an API
+server (tests/test_kube.py tests the agent's side against a stand-in); tests/test_deploy.py runs the real agent
+from the chart's gate-off renders.
+"""
+
+# The session fixtures helm, chart_default and chart_all are imported from tests/test_deploy.py, so test
+# parameters of those names "redefine" them: F811 is expected here.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.test_deploy import (
+    AGENT_CONTAINER,
+    CHART,
+    ROOT,
+    agent_sidecar,
+    chart_all,  # noqa: F401  (session fixture: the chart with ci/all-options-values.yaml)
+    chart_default,  # noqa: F401  (session fixture: the chart with its defaults)
+    env_value,
+    helm,  # noqa: F401  (the session fixture: helm from scripts/install-helm.sh)
+    helm_template,
+    load_docs,
+    one,
+    pod_spec,
+    run,
+    validate_builtin,
+)
+
+Helm = tuple[str, dict[str, str]]
+EXAMPLE = ROOT / "helm" / "examples" / "existing-app"
+DEFAULT_CONDITION = "readiness-agent.io/dependencies-ready"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+GATE_GRANTS = {("", "pods/status", "get"), ("", "pods/status", "patch"), ("", "events", "create"),
+               ("", "events", "patch")}
+GOOGLE_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
+# The budget the chart's comments give the app to close its WebSockets after SIGTERM, and the agent's default
+# drain_seconds (README "Configuration"): terminationGracePeriodSeconds must hold preStop + both.
+APP_CLOSE_OUT_SECONDS = 20
+AGENT_DRAIN_SECONDS = 5
+
+
+def render(helm: Helm, *args: str) -> list[dict[str, Any]]:
+    """The chart rendered with extra helm arguments (must succeed)."""
+    result = helm_template(helm, *args)
+    assert result.returncode == 0, result.stderr
+    return load_docs(result.stdout)
+
+
+def refused(helm: Helm, *args: str) -> str:
+    """The error of a render that must fail."""
+    result = helm_template(helm, *args)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one Deployment of a render."""
+    return one(docs, "Deployment")
+
+
+def gate_state(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    """What a render says about the gate: the pod's readinessGates, whether the agent runs with the gate on (env,
+    pod identity, token mounted where in-cluster config reads it), and whether RBAC lets the pod's account set
+    the condition (a Role with exactly the grants, bound to that account)."""
+    spec = pod_spec(workload(docs))
+    agent = agent_sidecar(spec)
+    mounts = {m["mountPath"]: m["name"] for m in agent.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    token = volumes.get(mounts.get(SA_DIR, ""), {}).get("projected", {}).get("sources", [])
+    agent_on = (
+        env_value(agent, "READINESS_AGENT_KUBE_READINESS_GATE") == "true"
+        and env_value(agent, "POD_NAME") == {"fieldRef": {"fieldPath": "metadata.name"}}
+        and env_value(agent, "POD_NAMESPACE") == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        and any("serviceAccountToken" in source for source in token)
+    )
+    account = spec.get("serviceAccountName")
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    rbac = any(
+        b["roleRef"]["name"] in roles and grants(roles[b["roleRef"]["name"]]) == GATE_GRANTS
+        and {"kind": "ServiceAccount", "name": account, "namespace": namespace} in b["subjects"]
+        for b in docs if b["kind"] == "RoleBinding"
+    ) and account is not None
+    condition = env_value(agent, "READINESS_AGENT_KUBE_CONDITION_TYPE") or DEFAULT_CONDITION
+    return {"gates": [g["conditionType"] for g in spec.get("readinessGates", [])], "agent_on": agent_on,
+            "rbac": rbac, "condition": condition, "account": account}
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def example(helm: Helm) -> list[dict[str, Any]]:
+    """helm/examples/existing-app with its file:// dependency built (charts/ is gitignored), rendered."""
+    binary, env = helm
+    built = run([binary, "dependency", "build", EXAMPLE], env=env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    result = run([binary, "template", "prod", EXAMPLE, "--namespace", "chat"], env=env)
+    assert result.returncode == 0, result.stderr
+    return load_docs(result.stdout)
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+class TestValuesSchema:
+    @pytest.mark.parametrize(("setting", "message"), [
+        ("replicaCount=three", "replicaCount: Invalid type. Expected: integer, given: string"),
+        ("agent.readinessProbe.failureTreshold=2", "Additional property failureTreshold is not allowed"),
+        ("agent.port=metrics", "agent.port: Invalid type. Expected: integer, given: string"),
+        ("readinessGate.enabeld=true", "Additional property enabeld is not allowed"),
+        ("app.preStopAction=wait", "app.preStopAction: app.preStopAction must be one of the following"),
+        ("workloads.enabled=false", "Additional property workloads is not allowed"),
+    ])
+    def test_lint_strict_refuses_bad_values(self, helm: Helm, setting: str, message: str) -> None:
+        """A wrong type or a misspelled key of ours fails `helm lint --strict`, naming the value."""
+        result = run([helm[0], "lint", "--strict", CHART, "--set", setting], env=helm[1])
+        assert result.returncode != 0 and message in result.stdout + result.stderr, result.stdout + result.stderr
+
+    def test_global_and_enabled_are_allowed(self, helm: Helm) -> None:
+        """`global` (from a parent) and `enabled` (a dependency condition) pass the closed top level."""
+        result = run([helm[0], "lint", "--strict", CHART, "--set", "global.imageRegistry=x", "--set", "enabled=true"],
+                     env=helm[1])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_every_value_has_a_type(self) -> None:
+        """Every leaf of values.yaml and ci/all-options-values.yaml is reached through typed schema nodes."""
+        schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+
+        def walk(value: Any, node: dict[str, Any], path: str) -> None:
+            assert {"type", "enum", "oneOf"} & set(node), f"{path}: no type in values.schema.json"
+            if isinstance(value, dict) and "properties" in node:
+                for key, child in value.items():
+                    assert key in node["properties"], f"{path}.{key}: not in values.schema.json"
+                    walk(child, node["properties"][key], f"{path}.{key}")
+
+        for values in (CHART / "values.yaml", CHART / "ci" / "all-options-values.yaml"):
+            walk(yaml.safe_load(values.read_text()), schema, values.name)
+
+
+class TestReadinessGate:
+    def test_gate_renders_coherently(self, helm: Helm, tmp_path: Path) -> None:
+        """readinessGate.enabled=true renders readinessGates, the gate env, a token only the agent mounts, and a
+        ServiceAccount, Role and RoleBinding; all of it validates."""
+        docs = render(helm, "--set", "readinessGate.enabled=true")
+        validate_builtin(docs, tmp_path)
+        state = gate_state(docs, "realtime")
+        assert state == {"gates": [DEFAULT_CONDITION], "agent_on": True, "rbac": True,
+                         "condition": DEFAULT_CONDITION, "account": "demo-readiness-agent"}
+        spec = pod_spec(workload(docs))
+        assert spec["automountServiceAccountToken"] is False
+        assert one(docs, "ServiceAccount")["metadata"]["name"] == state["account"]
+        token = next(v for v in spec["volumes"] if v["name"] == "readiness-agent-kube-api")["projected"]["sources"]
+        assert token == [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]
+        for container in spec["containers"]:
+            assert all(m["mountPath"] != SA_DIR for m in container.get("volumeMounts", [])), container["name"]
+
+    @pytest.mark.parametrize("values", [
+        [],
+        ["readinessGate.enabled=true"],
+        ["readinessGate.enabled=false", "rbac.create=true", "serviceAccount.create=true"],
+        ["readinessGate.enabled=true", "serviceAccount.name=existing-account"],
+        ["readinessGate.enabled=true", "serviceAccount.create=true", "rbac.create=false"],
+        ["readinessGate.enabled=true", "agent.settings.kube_condition_type=example.com/redis-ready"],
+        ["readinessGate.enabled=true", "workload.enabled=true", "serviceAccount.automountToken=true"],
+    ], ids=lambda v: ",".join(v) or "defaults")
+    def test_readiness_gates_iff_the_gate_runs_and_rbac_exists(self, helm: Helm,
+                                                               values: list[str]) -> None:
+        """The pod has readinessGates exactly when the agent runs with the gate on and a Role bound to the pod's
+        account lets it set the condition, for the same condition type (a gate nobody sets keeps pods un-Ready)."""
+        args = [a for v in values for a in ("--set", v)]
+        state = gate_state(render(helm, *args), "realtime")
+        assert bool(state["gates"]) == (state["agent_on"] and state["rbac"])
+        assert bool(state["gates"]) == ("readinessGate.enabled=true" in values)
+        if state["gates"]:
+            assert state["gates"] == [state["condition"]]
+
+    def test_gate_in_the_example_app(self, example: list[dict[str, Any]]) -> None:
+        """The existing app's pod gets readinessGates, and its RBAC comes from the dependency, bound to its pods'
+        account in the release namespace."""
+        state = gate_state(example, "chat")
+        assert state == {"gates": [DEFAULT_CONDITION], "agent_on": True, "rbac": True,
+                         "condition": DEFAULT_CONDITION, "account": "prod-readiness-agent"}
+
+    def test_gate_off_mounts_no_token(self, chart_default: list[dict[str, Any]]) -> None:
+        """Without the gate there is no account, no token, no RBAC: the agent never calls the API."""
+        spec = pod_spec(workload(chart_default))
+        assert "serviceAccountName" not in spec and spec["automountServiceAccountToken"] is False
+        assert "volumes" not in spec and "volumeMounts" not in agent_sidecar(spec)
+        assert not {"ServiceAccount", "Role", "RoleBinding"} & {d["kind"] for d in chart_default}
+
+
+class TestLibrary:
+    def test_three_include_lines(self) -> None:
+        """The existing app adds the agent with exactly three include lines of the library templates."""
+        text = (EXAMPLE / "templates" / "deployment.yaml").read_text()
+        includes = re.findall(r'include "(readiness-agent\.[A-Za-z]+)" \. ', text)
+        assert includes == ["readiness-agent.podFields", "readiness-agent.sidecar", "readiness-agent.volumes"]
+
+    def test_example_lints_and_validates(self, helm: Helm, example: list[dict[str, Any]],
+                                         tmp_path: Path) -> None:
+        """`helm lint --strict` passes on the example and everything it renders validates."""
+        result = run([helm[0], "lint", "--strict", EXAMPLE], env=helm[1])
+        assert result.returncode == 0, result.stdout + result.stderr
+        validate_builtin(example, tmp_path)
+
+    def test_app_keeps_its_own_objects_and_names(self, example: list[dict[str, Any]]) -> None:
+        """Only the app's Deployment and Service exist under its own names; the dependency adds no workload,
+        app Service or PDB, only the agent's own objects."""
+        kinds = sorted((d["kind"], d["metadata"]["name"]) for d in example)
+        assert kinds == sorted([
+            ("Deployment", "chat-server"), ("Service", "chat"), ("Service", "prod-readiness-agent"),
+            ("ServiceAccount", "prod-readiness-agent"), ("Role", "prod-readiness-agent"),
+            ("RoleBinding", "prod-readiness-agent"), ("PodMonitoring", "prod-readiness-agent"),
+        ])
+        spec = pod_spec(workload(example))
+        assert [c["name"] for c in spec["containers"]] == ["chat"]
+        assert [c["name"] for c in spec["initContainers"]] == [AGENT_CONTAINER]
+        assert spec["initContainers"][0]["restartPolicy"] == "Always"
+
+    def test_agent_sets_no_other_pod_level_field(self, example: list[dict[str, Any]]) -> None:
+        """The pod's fields are the app's plus serviceAccountName and readinessGates; the agent's container
+        carries its own user, read-only root and seccomp profile, the app's container is left as written."""
+        spec = pod_spec(workload(example))
+        apps_own = {"automountServiceAccountToken", "securityContext", "terminationGracePeriodSeconds",
+                    "initContainers", "containers", "volumes"}
+        assert set(spec) == apps_own | {"serviceAccountName", "readinessGates"}
+        assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001}
+        agent = agent_sidecar(spec)["securityContext"]
+        assert agent["runAsUser"] == 65532 and agent["runAsGroup"] == 65532 and agent["runAsNonRoot"] is True
+        assert agent["readOnlyRootFilesystem"] is True and agent["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "securityContext" not in spec["containers"][0]
+
+    def test_monitoring_selects_the_apps_pods(self, example: list[dict[str, Any]]) -> None:
+        """The agent's metrics Service and PodMonitoring select the app's pods (podSelector), by port number."""
+        deployment = workload(example)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        metrics = next(d for d in example if d["kind"] == "Service" and d["metadata"]["name"].endswith("-agent"))
+        assert metrics["spec"]["selector"].items() <= labels.items()
+        assert metrics["spec"]["ports"][0]["targetPort"] == agent_sidecar(pod_spec(deployment))["ports"][0][
+            "containerPort"]
+        assert one(example, "PodMonitoring")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    def test_library_mode_needs_pod_selector(self, helm: Helm) -> None:
+        """workload.enabled=false without podSelector fails the render instead of selecting no pods."""
+        error = refused(helm, "--set", "workload.enabled=false")
+        assert "podSelector: with workload.enabled=false set it to your app's pod labels" in error
+
+    def test_standalone_workload_stays_on_by_default(self, chart_default: list[dict[str, Any]]) -> None:
+        """Upgrading keeps today's Deployment and Service (turning them off by default would delete them)."""
+        assert {d["kind"] for d in chart_default} >= {"Deployment", "Service", "PodDisruptionBudget"}
+
+
+class TestShutdown:
+    def test_app_gets_a_prestop_sleep_inside_the_budget(self, chart_default: list[dict[str, Any]]) -> None:
+        """The app container sleeps in preStop while the pod leaves the endpoints, and the grace period holds
+        preStop + the app's close-out + the agent's drain."""
+        spec = pod_spec(workload(chart_default))
+        sleep = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert sleep == 10
+        assert spec["terminationGracePeriodSeconds"] >= sleep + APP_CLOSE_OUT_SECONDS + AGENT_DRAIN_SECONDS
+
+    def test_sleep_action_is_refused_on_1_29(self, helm: Helm) -> None:
+        """On Kubernetes 1.29 (no sleep action by default) the render fails and names the alternatives."""
+        error = refused(helm, "--kube-version", "1.29.0")
+        assert "app.preStopAction: the sleep action needs Kubernetes >= 1.30" in error and "use exec" in error
+
+    def test_exec_sleep_works_on_1_29(self, helm: Helm, tmp_path: Path) -> None:
+        """preStopAction=exec renders `sleep N` in the app image and validates."""
+        docs = render(helm, "--kube-version", "1.29.0", "--set", "app.preStopAction=exec")
+        app = pod_spec(workload(docs))["containers"][0]
+        assert app["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "10"]}}
+        validate_builtin(docs, tmp_path)
+
+    def test_the_apps_own_prestop_is_kept(self, helm: Helm) -> None:
+        """An app container that has its own preStop keeps it; preStopAction=none adds nothing."""
+        own = render(helm, "--set-json", 'app.container.lifecycle={"preStop":{"exec":{"command":["drain"]}}}')
+        assert pod_spec(workload(own))["containers"][0]["lifecycle"] == {"preStop": {"exec": {"command": ["drain"]}}}
+        none = render(helm, "--set", "app.preStopAction=none")
+        assert "lifecycle" not in pod_spec(workload(none))["containers"][0]
+
+
+class TestNetworkPolicy:
+    def test_needs_the_kubelet_range(self, helm: Helm) -> None:
+        """Enabled without kubeletCIDRs fails the render: the kubelet's probes would be dropped."""
+        assert "networkPolicy.kubeletCIDRs" in refused(helm, "--set", "networkPolicy.enabled=true")
+
+    def test_opens_the_agent_port_to_probes_prometheus_and_health_checks_only(
+            self, chart_all: list[dict[str, Any]]) -> None:
+        """One ingress rule: the agent's port, from the kubelet range, the Prometheus namespace and Google's
+        health-check ranges; nothing else."""
+        policy = one(chart_all, "NetworkPolicy")
+        labels = workload(chart_all)["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        [rule] = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": 9191, "protocol": "TCP"}]
+        assert rule["from"] == [
+            {"ipBlock": {"cidr": "10.128.0.0/20"}}, {"ipBlock": {"cidr": "10.132.0.0/20"}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+            *({"ipBlock": {"cidr": cidr}} for cidr in GOOGLE_HEALTH_CHECK_RANGES),
+        ]
+
+
+class TestLabelsAndDisruptions:
+    def test_version_label_on_every_object_but_not_in_selectors(self, chart_all: list[dict[str, Any]]) -> None:
+        """Every object carries app.kubernetes.io/version (the appVersion); no selector uses it (selectors are
+        immutable, versions change)."""
+        app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+        for doc in chart_all:
+            assert doc["metadata"]["labels"]["app.kubernetes.io/version"] == app_version, doc["kind"]
+        deployment = workload(chart_all)
+        assert "app.kubernetes.io/version" not in deployment["spec"]["selector"]["matchLabels"]
+
+    def test_pdb_selects_the_workload(self, chart_default: list[dict[str, Any]]) -> None:
+        """The PDB lets one pod at a time go and selects exactly the Deployment's pods."""
+        pdb = one(chart_default, "PodDisruptionBudget")
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"] == workload(chart_default)["spec"]["selector"]
+
