@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from agent.history import history_of
 from agent.scheduler import Agent
 from agent.snapshot import AgentSnapshot
 from agent.status import status_document
@@ -57,8 +58,8 @@ def _probe_response(snap: AgentSnapshot, request: web.Request, endpoint: str, ok
     if not _flag(request, "verbose") and ok:
         return web.Response(status=200, text="ok\n", content_type="text/plain")
     lines = _check_lines(snap, names) + extra
-    if snap.draining:
-        lines.append("[-]draining: the agent is shutting down")
+    if snap.draining:  # its own line: the checks above keep showing their dependency's real state
+        lines.append("[-]draining: not taking new connections (503 until the process ends)")
     lines.append(f"{endpoint} check {'passed' if ok else 'failed'}")
     return web.Response(status=status, text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -107,7 +108,8 @@ async def startupz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """JSON status for humans and scripts."""
     agent = request.app[AGENT]
-    document = status_document(agent.snapshot, agent.settings, agent.clock(), agent.healthy())
+    document = status_document(agent.snapshot, agent.settings, agent.clock(), agent.healthy(),
+                               history_of(agent.store.listeners))
     return web.json_response(document, dumps=lambda d: json.dumps(d, indent=2))
 
 

@@ -7,8 +7,9 @@ scheduler feeds the same code with real time.
 Two layers:
 
 * :class:`CheckVerdict` — one per configured check: ``starting`` → ``stabilizing`` → ``ready`` →
-  ``degraded`` → ``stabilizing`` → ``ready``; any → ``draining`` (final). It also says when the next check
-  should run (fast retry while unsure, backoff after a long outage, ± jitter).
+  ``degraded`` → ``stabilizing`` → ``ready``; ``drain`` → ``draining`` (final; the agent does not drain its
+  checks, see :meth:`AgentVerdict.drain`). It also says when the next check should run (fast retry while
+  unsure, backoff after a long outage, ± jitter).
 * :class:`AgentVerdict` — combines the required checks, the readiness mode, the startup deadline and draining
   into what ``/readyz``, ``/startupz``, the metrics and the logs report.
 
@@ -269,10 +270,12 @@ class AgentVerdict:
         return max(0.0, self.started_at + self.startup_timeout - now)
 
     def drain(self, now: float) -> Transition | None:
-        """Enter ``draining`` for good, every check with it; return the agent-level transition."""
+        """Enter ``draining`` for good; return the agent-level transition.
+
+        Only the agent drains: each check's state machine keeps following its dependency, so while draining
+        ``/readyz?verbose`` still shows every check's real state, with the drain as a line of its own.
+        """
         self.draining = True
-        for check in self.checks.values():
-            check.drain(now)
         return self.refresh(now)
 
     def last_reason(self) -> Reason | None:
