@@ -4,28 +4,38 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
+QUICK ?=
 
 .PHONY: help venv tools run test lint bench demo-race soak mutation clean
 
 help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
 	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
-	@echo "make bench      benchmarks (not part of CI), results table on stdout"
+	@echo "make bench      benchmarks (not part of CI), results table on stdout; make bench QUICK=1: < 2 min"
 	@echo "make demo-race  the WebSocket 1011 race, without and with the agent, side by side"
 	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
+
+# Two venv stamps: `run` needs only the agent; tests, lint and the bench need the test extra too.
+$(VENV)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
 
 $(BIN)/readiness-agent: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	@touch $@
+	@touch $@ $(VENV)/.installed-run
 
 venv: $(BIN)/readiness-agent
 
 tools:
-	@scripts/install-tools.sh
+	@scripts/install-tools.sh test
 
-run: venv tools
+# Only what running needs: the agent (no test extra) and redis-server for the throwaway Redis.
+run: $(VENV)/.installed-run
+	@scripts/install-tools.sh run
 	@scripts/run-local.sh "$(REDIS_URL)"
 
 lint: venv
@@ -35,8 +45,9 @@ lint: venv
 test: venv tools lint
 	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
 
-bench: venv tools
-	$(BIN)/python -m bench
+# The bench installs its own tools (scripts/install-tools.sh bench) and marks a part MISS when one is missing.
+bench: venv
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 demo-race: venv tools
 	$(BIN)/python -m examples.websocket_app.race

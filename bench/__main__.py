@@ -6,11 +6,17 @@ is what ``docs/benchmarks.md`` records; ``--quick`` (under 2 minutes) uses fewer
 windows, for a developer checking that a change did not move a figure by much. ``--doc`` rewrites the
 generated part of ``docs/benchmarks.md`` (between its ``bench:begin``/``bench:end`` markers), leaving the
 hand-written analysis around it alone.
+
+On a fresh machine it first runs ``scripts/install-tools.sh bench`` (Debian packages: redis-server,
+redis-tools, wrk, hey) when a tool is missing; a part whose tools are still missing (no root, no network) is
+not run and gets one MISS row naming what is missing and how to install it, while the other parts run.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -28,6 +34,35 @@ PARTS: dict[str, tuple[str, Callable[[Mode], Section]]] = {
     "fleet": ("4", fleet.run),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TOOLS: dict[str, tuple[str, ...]] = {  # the executables each part runs (Debian packages in install-tools.sh)
+    "detection": ("redis-server", "redis-cli"),
+    "probes": ("redis-server", "wrk", "hey"),
+    "footprint": ("redis-server",),
+    "scale": ("redis-server",),
+    "fleet": ("redis-server", "redis-cli"),
+}
+INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "install-tools.sh"
+
+
+def missing_tools(names: list[str]) -> dict[str, list[str]]:
+    """Per part, the tools not on PATH."""
+    return {n: [t for t in TOOLS[n] if shutil.which(t) is None] for n in names}
+
+
+def ensure_tools(names: list[str]) -> dict[str, list[str]]:
+    """Install what the selected parts lack (once, via the installer); what is still missing per part."""
+    if any(missing_tools(names).values()):
+        log(f"installing missing tools: {INSTALLER.relative_to(INSTALLER.parents[1])} bench")
+        subprocess.run(["bash", str(INSTALLER), "bench"], check=False)
+    return missing_tools(names)
+
+
+def _not_run(name: str, missing: list[str]) -> Section:
+    figure = PARTS[name][0]
+    section = Section(name)
+    section.rows.append(Row(figure, f"{name}: not run", "missing: " + ", ".join(missing),
+                            target="scripts/install-tools.sh bench", ok=False))
+    return section
 
 
 def _run_part(name: str, mode: Mode) -> Section:
@@ -99,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     mode = Mode(quick=args.quick)
     started = time.monotonic()
     sections: list[Section] = []
+    missing = ensure_tools(names)
     try:
         for name in names:
             log(f"--- {name}")
+            if missing[name]:
+                log(f"{name}: not run, missing {', '.join(missing[name])}")
+                sections.append(_not_run(name, missing[name]))
+                continue
             sections.append(_run_part(name, mode))
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: every ExitStack has already cleaned up
         log(f"interrupted ({str(exc) or 'Ctrl-C'}); every process the bench started was stopped")

@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# Installs the real tools the tests and benchmarks use, only when missing: redis-server/redis-cli and
-# promtool + prometheus (Debian packages), wrk for load. Idempotent; quiet when everything is present.
-set -euo pipefail
+# Installs the real tools a task needs, only when missing (Debian packages). Idempotent; quiet when present.
+#
+#   scripts/install-tools.sh run     redis-server (make run starts a throwaway one when none answers)
+#   scripts/install-tools.sh test    + redis-cli, promtool (prometheus), npm for helm  (default; make test, CI)
+#   scripts/install-tools.sh bench   + redis-cli, wrk and hey (HTTP load)              (make bench)
+#
+# Exit 0 when everything is present afterwards; otherwise it names what is still missing on stderr and exits 1
+# (no root and no sudo, no network, or a package the distribution lacks): callers decide whether that is fatal.
+set -uo pipefail
+profile="${1:-test}"
+declare -A package=([redis-server]=redis-server [redis-cli]=redis-tools [promtool]=prometheus [npm]=npm
+                    [wrk]=wrk [hey]=hey)
+case "$profile" in
+  run) tools=(redis-server) ;;
+  test) tools=(redis-server redis-cli promtool npm) ;;  # helm comes from an npm package (scripts/install-helm.sh)
+  bench) tools=(redis-server redis-cli wrk hey) ;;
+  *) echo "install-tools: unknown profile '$profile' (run, test or bench)" >&2; exit 2 ;;
+esac
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-command -v promtool >/dev/null || need+=(prometheus)
-command -v wrk >/dev/null || need+=(wrk)
-command -v npm >/dev/null || need+=(npm)  # helm comes from an npm package (scripts/install-helm.sh)
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || need+=("${package[$tool]}"); done
 if ((${#need[@]})); then
   echo "install-tools: installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else echo "install-tools: not root and no sudo" >&2; fi
+  fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } ||
+    echo "install-tools: apt-get could not install ${need[*]}" >&2
 fi
-# The Debian prometheus package starts a system service on :9090; the tests run their own.
-if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+# The Debian prometheus package starts a system service on :9090; the tests run their own (test profile only:
+# running or benchmarking the agent never touches the machine's services).
+if [ "$profile" = test ] && command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null
+then
   systemctl stop prometheus || true
+fi
+missing=()
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool (Debian package ${package[$tool]})"); done
+if ((${#missing[@]})); then
+  printf 'install-tools: still missing: %s\n' "${missing[*]}" >&2
+  exit 1
 fi
