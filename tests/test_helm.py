@@ -94,7 +94,9 @@ def gate_state(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
     rbac = any(
         b["roleRef"]["name"] in roles and grants(roles[b["roleRef"]["name"]]) == GATE_GRANTS
-        and {"kind": "ServiceAccount", "name": account, "namespace": namespace} in b["subjects"]
+        and any(subject["kind"] == "ServiceAccount" and subject["name"] == account
+                # A namespaced binding's ServiceAccount subject without a namespace means its own namespace.
+                and subject.get("namespace", namespace) == namespace for subject in b["subjects"])
         for b in docs if b["kind"] == "RoleBinding"
     ) and account is not None
     condition = env_value(agent, "READINESS_AGENT_KUBE_CONDITION_TYPE") or DEFAULT_CONDITION
