@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import subprocess
 import threading
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from bench.common import (
     AgentProc,
     Mode,
+    ReadyWatcher,
     Row,
     Section,
     cpu_seconds,
@@ -89,6 +91,7 @@ class Group:
     agent_cpu: list[float] = field(default_factory=list)
     agent_rss: list[float] = field(default_factory=list)
     bursts: list[Burst] = field(default_factory=list)
+    kill_to_503: list[float] = field(default_factory=list)  # one agent of this profile, Redis SIGKILLed
 
     @property
     def cpu_per_client(self) -> float:
@@ -262,7 +265,26 @@ def _burst(server: RedisProcess, agents: list[AgentProc], want: int) -> Burst:
     return burst
 
 
-def measure(n: int, steady: float, bursts: int, agents_only: bool = False) -> dict[str, Group]:
+def _kills(args: tuple[str, ...], reps: int, rng: random.Random) -> list[float]:
+    """kill → /readyz 503 for one agent of the profile: SIGKILL Redis at a random phase, time the 503."""
+    out = []
+    with RedisProcess() as server, AgentProc(["--redis-url", redis_url(server.start().port), *args]) as agent:
+        agent.start()
+        with ReadyWatcher(agent.port) as watcher:
+            for _ in range(reps):
+                if not watcher.wait_steady(200, 15):
+                    raise RuntimeError("agent did not become ready")
+                time.sleep(rng.uniform(0.2, 1.2))
+                start = time.monotonic()
+                server.kill()
+                down = watcher.wait_for(503, start, timeout=20)
+                out.append(float("inf") if down is None else down - start)
+                time.sleep(0.5)
+                server.start()
+    return out
+
+
+def measure(n: int, steady: float, bursts: int, kills: int = 5, agents_only: bool = False) -> dict[str, Group]:
     """Every group, one after another, by the one method (the baselines first)."""
     runs: list[tuple[str, Callable[[], Group]]] = []
     if not agents_only:
@@ -277,6 +299,10 @@ def measure(n: int, steady: float, bursts: int, agents_only: bool = False) -> di
     for name, job in runs:
         log(f"fleet: {name}, {n} clients, {steady:g} s steady")
         groups[name] = job()
+    rng = random.Random(9)
+    for name, args in (("defaults", ()), ("low-cost", LOW_COST)):
+        log(f"fleet: {kills} kills of Redis under one agent, {name}")
+        groups[name].kill_to_503 = _kills(args, kills, rng)
     return groups
 
 
@@ -284,7 +310,7 @@ def run(mode: Mode) -> Section:
     """Both baselines, the defaults and the low-cost profile by one method; restart bursts of the defaults."""
     section = Section("4b. Fleet against one Redis")
     n = mode.reps(40, 8)
-    groups = measure(n, mode.pick(20.0, 5.0), mode.reps(2, 1))
+    groups = measure(n, mode.pick(20.0, 5.0), mode.reps(2, 1), mode.reps(7, 2))
     _rows(section, groups)
     return section
 
@@ -302,6 +328,10 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
          and shipped.connections <= 1.05),
         (cheap, "<= 1.0 x exec probe", cheap.cpu_per_client <= exec_.cpu_per_client),
     ):
+        if group.kill_to_503:
+            kill = median(group.kill_to_503)
+            section.rows.append(Row("4", f"{group.name}: kill -> /readyz 503, median of {len(group.kill_to_503)}",
+                                    ms(kill), f"max {ms(max(group.kill_to_503))}", "<= 250 ms", kill <= 0.25))
         section.rows.append(Row(
             "4", f"fleet of {n}, {group.name}: Redis CPU / connections per agent",
             f"{group.cpu_per_client * 1e6:.1f} us/s / {group.connections:.2f}",
@@ -360,9 +390,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=40)
     parser.add_argument("--steady", type=float, default=20.0)
     parser.add_argument("--bursts", type=int, default=2)
+    parser.add_argument("--kills", type=int, default=7)
     args = parser.parse_args()
     section = Section("4b. Fleet against one Redis")
-    _rows(section, measure(args.agents, args.steady, args.bursts))
+    _rows(section, measure(args.agents, args.steady, args.bursts, args.kills))
     print(table(section.rows))
     for note in section.notes:
         print(f"- {note}")

@@ -1,0 +1,103 @@
+"""The connection model, against real redis-server: one connection per check, one round trip per check, INFO
+only on new connections, and a kill or a pause still seen in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+from prometheus_client import CollectorRegistry
+
+from agent.config import load_settings
+from agent.metrics import Metrics
+from agent.scheduler import Agent
+from agent.settings import Platform
+from tests.support.redisproc import RedisProcess, parse_info
+
+
+def agent_for(url: str, **flags: str) -> Agent:
+    settings = load_settings({"redis_url": url, **flags}, {}, lambda _e: (Platform.LOCAL, "test"))
+    agent = Agent(settings)
+    agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
+    return agent
+
+
+@pytest_asyncio.fixture
+async def running(redis_proc: RedisProcess) -> AsyncIterator[Agent]:
+    """An agent checking every 0.1 s (so a few seconds hold many checks), ready."""
+    agent = agent_for(redis_proc.url, window="0", interval="0.1", retry_interval="0.1", timeout="0.3")
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.store.ready.wait(), 5)
+        yield agent
+    finally:
+        await agent.stop()
+
+
+def agent_clients(redis: RedisProcess) -> int:
+    return str(redis.cli("CLIENT", "LIST")).count("name=readiness-agent")
+
+
+def calls(redis: RedisProcess) -> dict[str, int]:
+    stats = parse_info(str(redis.cli("INFO", "commandstats")))
+    return {k.removeprefix("cmdstat_"): int(v.split(",")[0].removeprefix("calls=")) for k, v in stats.items()}
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+class TestOneConnection:
+    async def test_one_connection_for_many_checks(self, running: Agent, redis_proc: RedisProcess) -> None:
+        """A ready agent holds exactly one connection, and its checks open no other."""
+        runs = running.snapshot.checks["redis"].checks_run
+        opened = int(redis_proc.info("stats")["total_connections_received"])
+        await until(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5)
+        assert agent_clients(redis_proc) == 1
+        # The two extra are ours (the INFO above and the CLIENT LIST).
+        assert int(redis_proc.info("stats")["total_connections_received"]) == opened + 2
+
+    async def test_steady_checks_are_ping_and_role_without_info(self, running: Agent, redis_proc: RedisProcess) -> None:
+        """In steady state each check sends PING and ROLE once, and no INFO."""
+        before = calls(redis_proc)
+        runs = running.snapshot.checks["redis"].checks_run
+        await until(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5)
+        after = calls(redis_proc)
+        done = running.snapshot.checks["redis"].checks_run - runs
+        assert after["info"] - before["info"] == 1  # our own INFO commandstats
+        assert done - 1 <= after["ping"] - before["ping"] <= done + 1
+        assert after["role"] - before["role"] == after["ping"] - before["ping"]
+
+    async def test_watch_reports_connected_only_while_held(self, running: Agent, redis_proc: RedisProcess) -> None:
+        """``monitor_connected`` is true while the check's connection is held, false once Redis is gone."""
+        await until(lambda: running.snapshot.checks["redis"].monitor_up, 2)
+        redis_proc.kill()
+        await until(lambda: not running.snapshot.checks["redis"].monitor_up, 1)
+
+
+class TestDetection:
+    async def test_kill_leaves_ready_within_a_quarter_second(self, running: Agent, redis_proc: RedisProcess) -> None:
+        """SIGKILL: the held connection's EOF, a refused re-check and one retry take the agent out fast."""
+        await until(lambda: running.snapshot.checks["redis"].monitor_up, 2)
+        redis_proc.kill()
+        assert await until(lambda: not running.snapshot.ready, 0.25 * 2 + 1) < 0.25 * 2 + 1
+
+    async def test_pause_leaves_ready_within_the_detection_bound(self, running: Agent,
+                                                                 redis_proc: RedisProcess) -> None:
+        """SIGSTOP (no EOF ever comes): the checks time out and the agent leaves ready within the bound."""
+        bound = running.timing.detection_bound
+        redis_proc.pause()
+        try:
+            assert await until(lambda: not running.snapshot.ready, bound * 2 + 1) <= bound * 2 + 1
+        finally:
+            redis_proc.resume()
+        await until(lambda: running.snapshot.ready, 5)
+        await until(lambda: agent_clients(redis_proc) == 1, 2)
