@@ -58,8 +58,8 @@ readinessGates:
 {{- end }}
 {{- if .Values.readinessGate.enabled }}
 # The agent's API credentials, mounted in its container only (the pod can keep
-# automountServiceAccountToken false): the three sources the kubelet would inject, i.e.
-# a token it rotates (3607 s, the kubelet's own expiry), the cluster CA, the namespace.
+# automountServiceAccountToken false): the sources of Kubernetes' own kube-api-access
+# volume, i.e. a token the kubelet rotates (3607 s, that volume's expiry), the CA, the namespace.
 - name: readiness-agent-kube-api
   projected:
     sources:
@@ -137,7 +137,7 @@ passed. Probe timings are explained next to agent.startupProbe / readinessProbe 
       readOnly: true
     {{- end }}
     {{- if .Values.readinessGate.enabled }}
-    # Where in-cluster config looks; the kubelet then injects no other token into this container.
+    # Where in-cluster config looks; Kubernetes then mounts no other token into this container.
     - name: readiness-agent-kube-api
       mountPath: /var/run/secrets/kubernetes.io/serviceaccount
       readOnly: true
