@@ -38,6 +38,7 @@ class Reason(enum.StrEnum):
     AUTH = "auth"
     TLS = "tls"
     MASTER_LINK_DOWN = "master_link_down"
+    NO_MASTER = "no_master"
     CLUSTER_DOWN = "cluster_down"
     READONLY = "readonly"
     BUSY = "busy"

@@ -1,0 +1,99 @@
+"""Sentinel URLs: ``redis+sentinel://[[user]:password@]host:port[,host:port…]/<master-name>[/<db>]``, by hand.
+
+Why by hand: a comma-separated host list is not an authority ``urlsplit`` understands (it takes
+``h1:26379,h2`` for a host and ``26379`` for a port), and passwords hold ``/``, ``@``, ``,`` and ``:``. As in
+urls.py, the userinfo is everything before the *last* ``@`` (no host holds one); the credentials themselves are
+validated by the same parser as a ``redis://`` URL (they are the *data node's* credentials; the sentinels'
+own password is a separate setting), and what is printed is rebuilt from the parsed parts with credentials
+as ``***``. ``rediss+sentinel://`` means TLS to the data node; the sentinels are spoken to in plain TCP, as
+Sentinel deployments (Bitnami's chart among them) serve them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from agent.urls import RedisTarget, parse_redis_url
+from agent.values import parse_text
+
+SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+DEFAULT_SENTINEL_PORT = 26379
+MAX_SENTINELS = 16
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$", re.ASCII)
+_MASTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A parsed Sentinel URL. ``password`` (the data node's) is never printed: use ``redacted``."""
+
+    tls: bool
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int
+    username: str | None
+    password: str | None = field(repr=False)
+    redacted: str
+
+    def data_target(self, host: str, port: int) -> RedisTarget:
+        """The data node the sentinels named, as a :class:`RedisTarget` with this URL's credentials and db."""
+        shown_host = f"[{host}]" if ":" in host else host
+        return RedisTarget(tls=self.tls, host=host, port=port, db=self.db, username=self.username,
+                           password=self.password, redacted=f"{self.redacted} ({shown_host}:{port})")
+
+
+def is_sentinel_url(text: str) -> bool:
+    """True when ``text`` starts with ``redis+sentinel://`` or ``rediss+sentinel://`` (any case)."""
+    match = _SCHEME.match(text)
+    return bool(match) and match.group(1).lower() in SCHEMES  # type: ignore[union-attr]
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    match = _HOST_PORT.match(text)
+    if not match:
+        raise ValueError("has a sentinel that is not HOST:PORT")
+    port = int(match.group(2)) if match.group(2) else DEFAULT_SENTINEL_PORT
+    if not 1 <= port <= 65535:
+        raise ValueError("has a sentinel port that is not 1-65535")
+    return match.group(1).strip("[]"), port
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_sentinel_url(raw: object) -> SentinelTarget:
+    """Validate a Sentinel URL: scheme, credentials, 1 to 16 sentinels, master name, db index."""
+    text = parse_text(raw)
+    match = _SCHEME.match(text)
+    if not match or match.group(1).lower() not in SCHEMES:
+        raise ValueError("must start with redis+sentinel:// or rediss+sentinel://")
+    scheme, rest = match.group(1).lower(), match.group(2)
+    userinfo: str | None = None
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+    if "?" in rest or "#" in rest:
+        raise ValueError("must not carry ?options or #fragments (use flags or the config file)")
+    hosts_text, slash, path = rest.partition("/")
+    hosts = hosts_text.split(",")
+    if not hosts_text or any(not h for h in hosts):
+        raise ValueError("has no sentinel HOST:PORT (or an empty one between commas)")
+    if len(hosts) > MAX_SENTINELS:
+        raise ValueError(f"has {len(hosts)} sentinels, at most {MAX_SENTINELS}")
+    sentinels = tuple(_sentinel_address(h) for h in hosts)
+    name, _, db_text = path.partition("/")
+    if not slash or not _MASTER_NAME.match(name):
+        raise ValueError("needs /<master-name> after the sentinels (letters, digits, '.', '_', '-')")
+    if db_text.endswith("/"):
+        db_text = db_text[:-1]
+    # The credentials and the db index follow exactly the rules of a redis:// URL: parse them as one.
+    data_scheme = SCHEMES[scheme]
+    credentials = "" if userinfo is None else userinfo + "@"
+    inner = parse_redis_url(f"{data_scheme}://{credentials}sentinel/{db_text or '0'}")
+    shown_user = inner.redacted[len(data_scheme) + 3:].rpartition("@")[0]
+    redacted = (f"{scheme}://{shown_user + '@' if userinfo is not None else ''}"
+                f"{','.join(_shown(h, p) for h, p in sentinels)}/{name}{'/' + db_text if db_text else ''}")
+    return SentinelTarget(tls=inner.tls, sentinels=sentinels, master_name=name, db=inner.db,
+                          username=inner.username, password=inner.password, redacted=redacted)
