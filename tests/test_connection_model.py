@@ -11,8 +11,10 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
+from agent.checks.redis import RedisCheck
 from agent.config import load_settings
 from agent.metrics import Metrics
+from agent.model import Reason
 from agent.scheduler import Agent
 from agent.settings import Platform
 from tests.support.redisproc import RedisProcess, parse_info
@@ -38,7 +40,13 @@ async def running(redis_proc: RedisProcess) -> AsyncIterator[Agent]:
 
 
 def agent_clients(redis: RedisProcess) -> int:
-    return str(redis.cli("CLIENT", "LIST")).count("name=readiness-agent")
+    return len(agent_ids(redis))
+
+
+def agent_ids(redis: RedisProcess) -> list[str]:
+    """The client ids of the agent's connections (``CLIENT LIST``)."""
+    lines = str(redis.cli("CLIENT", "LIST")).splitlines()
+    return [line.split()[0] for line in lines if "name=readiness-agent" in line]
 
 
 def calls(redis: RedisProcess) -> dict[str, int]:
@@ -81,6 +89,23 @@ class TestOneConnection:
         await until(lambda: running.snapshot.checks["redis"].monitor_up, 2)
         redis_proc.kill()
         await until(lambda: not running.snapshot.checks["redis"].monitor_up, 1)
+
+
+class TestErrorReplies:
+    async def test_an_error_reply_keeps_the_connection(self, redis_proc: RedisProcess) -> None:
+        """-BUSY fails the check but keeps the connection: the check after the script ends uses the same one."""
+        settings = load_settings({"redis_url": redis_proc.url}, {}, lambda _e: (Platform.LOCAL, "test"))
+        check = RedisCheck(settings.checks[0], 0.5)
+        try:
+            assert (await check.run()).ok
+            before = agent_ids(redis_proc)
+            script = redis_proc.start_busy_script()
+            assert {(await check.run()).reason for _ in range(3)} == {Reason.BUSY}
+            redis_proc.end_busy_script(script)
+            assert (await check.run()).ok
+            assert agent_ids(redis_proc) == before and len(before) == 1
+        finally:
+            await check.close()
 
 
 class TestDetection:

@@ -8,8 +8,9 @@ times a PING inside Redis, so it is sent only with the first check on each new c
 that ROLE failed, to name the reason precisely. Design choices, each from a real failure mode (docs/design.md):
 
 * no retries hide ``-LOADING``, and every check is bounded by ``asyncio.timeout``;
-* the connection is reused while healthy and *discarded* after any error, timeout or cancellation, because a
-  cancelled read can leave it off by one reply;
+* the connection is reused while healthy and *discarded* after a timeout, a cancellation or a broken
+  connection, because a cancelled read can leave it off by one reply, and after a refused handshake; an
+  error reply to a check command (``-LOADING``, ``-BUSY``…) keeps it, since the replies are in step;
 * the connection is held between checks and its reader always has a read pending, so a kill is seen in
   milliseconds without a second connection (redis_monitor.py);
 * locked-down servers: ``INFO`` or ``ROLE`` renamed away or outside the ACL user's rights is not a failure;
@@ -35,6 +36,14 @@ from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
 Failure = tuple[Reason, str]
+
+
+class _ErrorReply(Exception):
+    """A check command answered with an error reply: the connection is in step and is kept."""
+
+    def __init__(self, reply: rx.ResponseError) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 class RedisCheck:
@@ -74,10 +83,12 @@ class RedisCheck:
         except asyncio.CancelledError:
             await self._drop()
             raise
-        except Exception as exc:
+        except _ErrorReply as exc:  # -LOADING, -BUSY, -MASTERDOWN…: a complete answer, the connection stays
+            reason, detail = classify(exc.reply)
+            return CheckResult(False, self.clock() - started, reason, detail)
+        except Exception as exc:  # handshake refused, timeout, reset, protocol: the connection goes
             await self._drop()
             reason, detail = classify(exc)
-            self._ask_info = True
             return CheckResult(False, self.clock() - started, reason, detail)
         if failure is not None:
             return CheckResult(False, self.clock() - started, failure[0], failure[1])
@@ -116,7 +127,7 @@ class RedisCheck:
         by_name = {command[0]: reply for command, reply in zip(commands, replies, strict=True)}
         ping = by_name["PING"]
         if isinstance(ping, rx.ResponseError):
-            raise ping
+            raise _ErrorReply(ping)
         if ping != b"PONG":
             return Reason.PROTOCOL, "PING did not answer PONG"
         refused = [name for name in ("INFO", "ROLE") if unavailable(by_name.get(name))]
@@ -137,7 +148,7 @@ class RedisCheck:
             self._role = False
             return None
         if isinstance(reply, rx.ResponseError):
-            raise reply
+            raise _ErrorReply(reply)
         return judge_role(reply, self.config.require_master)
 
     def _judge_info(self, reply: Any) -> Failure | None:
@@ -150,7 +161,7 @@ class RedisCheck:
             if str(reply).startswith("ERR wrong number of arguments") and self._info:
                 self._info = ()  # Redis < 7 takes one INFO section at a time: the default sections next time
                 return None
-            raise reply
+            raise _ErrorReply(reply)
         return judge_info(parse_info(reply), self.config.require_master)
 
     def _judge_maintenance(self, reply: Any) -> Failure | None:
@@ -158,7 +169,7 @@ class RedisCheck:
             if str(reply).startswith("NOPERM"):
                 # A diagnostic the user may not run is a configuration error, not an authentication failure.
                 return Reason.ERROR, "NOPERM: the ACL user may not read the maintenance key"
-            raise reply
+            raise _ErrorReply(reply)
         if reply:
             return Reason.MAINTENANCE, "the maintenance key exists"
         return None
