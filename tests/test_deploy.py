@@ -587,6 +587,15 @@ class TestAgentAcceptsManifests:
                 assert setting["source"] == "env", (var, setting)
         assert view.status["settings"]["kube_readiness_gate"]["value"] is False
 
+    def test_chart_has_a_value_for_every_setting(self, agents: dict[str, AgentView]) -> None:
+        """agent.settings in values.yaml and the schema name every setting the real agent reports, except the two
+        the chart derives (listen from agent.port, kube_readiness_gate from readinessGate.enabled)."""
+        values = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["settings"]
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        in_schema = schema["properties"]["agent"]["properties"]["settings"]["properties"]
+        derived = {"listen", "kube_readiness_gate"}
+        assert set(values) | derived == set(in_schema) | derived == set(agents["chart-all"].status["settings"])
+
     def test_config_file_checks_are_loaded(self, agents: dict[str, AgentView]) -> None:
         """The chart's rendered config file gives the agent its checks (plus the URL's `redis` check)."""
         assert set(agents["chart-all"].status["checks"]) == {"redis", "sessions", "postgres"}
