@@ -1,0 +1,186 @@
+"""The HTTP check: a dependency with an HTTP health endpoint (an auth service beside Redis) answers in range.
+
+Why beside ``redis`` and ``tcp``: a WebSocket backend often needs an auth service as much as its Redis, and a
+TCP accept proves little about a web server (a proxy in front accepts while the service behind answers 502).
+The check is ``GET <url>`` with no redirects followed, bounded by the check's timeout; it passes when the
+status is in the expected range (``200-399`` by default, as a Kubernetes ``httpGet`` probe). ``https://``
+verifies the chain against a CA file (or the system CAs) and the host name, as every TLS client here does.
+
+One keep-alive connection is reused between checks (aiohttp's connector, limit 1), so a healthy service costs
+one request per interval, not a handshake. The body is not read beyond ``MAX_BODY``: a health endpoint that
+streams for ever cannot hold the check. The target shown in logs and ``/status`` drops user info and query
+(either may carry a credential).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from agent import __version__
+from agent.model import CheckResult, Reason
+
+DEFAULT_STATUS = (200, 399)
+MAX_BODY = 64 * 1024
+_RANGE = re.compile(r"^([1-5])xx$|^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTarget:
+    """What to GET and what counts as healthy."""
+
+    url: str
+    status: tuple[int, int] = DEFAULT_STATUS
+    ca_file: str | None = None
+
+    @property
+    def redacted(self) -> str:
+        """``scheme://host[:port]/path``: no user info, no query, no fragment."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
+def parse_http_url(raw: object) -> str:
+    """An ``http://`` or ``https://`` URL with a host; ``ValueError`` naming what is wrong (never the URL)."""
+    text = str(raw).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if port == 0:
+        raise ValueError("port 0 is not a port")
+    return text
+
+
+def parse_status_range(raw: object) -> tuple[int, int]:
+    """``200``, ``200-299`` or ``2xx`` into an inclusive range of status codes."""
+    text = str(raw).strip()
+    match = _RANGE.match(text)
+    if match is None:
+        raise ValueError("expected a status code (204), a range (200-299) or a class (2xx)")
+    if match.group(1):
+        first = int(match.group(1)) * 100
+        return first, first + 99
+    low = int(match.group(2))
+    high = int(match.group(3) or low)
+    if high < low:
+        raise ValueError("the range ends before it starts")
+    return low, high
+
+
+def _ssl_context(target: HttpTarget) -> ssl.SSLContext | bool:
+    if not target.url.lower().startswith("https:"):
+        return False
+    return ssl.create_default_context(cafile=target.ca_file)
+
+
+def _root(exc: BaseException) -> BaseException:
+    seen = exc
+    for _ in range(5):
+        inner = seen.__cause__ or seen.__context__
+        if inner is None:
+            break
+        seen = inner
+    return seen
+
+
+def classify_http(exc: BaseException) -> tuple[Reason, str]:
+    """A client error as a reason and a secret-free detail."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return Reason.TIMEOUT, "no HTTP answer within the check timeout"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        cert_error = getattr(exc, "certificate_error", None)
+        why = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None)
+        return Reason.TLS, f"TLS error: {why or 'handshake failed'}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Reason.DNS, "host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        root = _root(exc)
+        if isinstance(root, ssl.SSLError):
+            return Reason.TLS, f"TLS error: {root.reason or type(root).__name__}"
+        return Reason.REFUSED, exc.strerror or "connection failed"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return Reason.PROTOCOL, "not a valid HTTP response"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionError):
+        return Reason.REFUSED, "connection closed by the server"
+    return Reason.ERROR, type(exc).__name__
+
+
+class HttpCheck:
+    """``GET`` the URL; ok when the status is in range. ``run`` never raises and returns within ``timeout``."""
+
+    kind = "http"
+
+    def __init__(self, name: str, required: bool, target: HttpTarget, timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.required = required
+        self.spec = target
+        self.target = target.redacted
+        self.timeout = timeout
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl = _ssl_context(target)
+        low, high = target.status
+        self._expected = str(low) if low == high else f"{low}-{high}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=1, use_dns_cache=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": f"readiness-agent/{__version__}"},
+                auto_decompress=False, trust_env=False)
+        return self._session
+
+    async def run(self) -> CheckResult:
+        """One GET, bounded by ``timeout``."""
+        started = self.clock()
+        try:
+            async with asyncio.timeout(self.timeout):
+                status = await self._get()
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()  # a broken keep-alive connection must not be reused
+            reason, detail = classify_http(exc)
+            return CheckResult(False, self.clock() - started, reason, detail)
+        low, high = self.spec.status
+        if not low <= status <= high:
+            return CheckResult(False, self.clock() - started, Reason.ERROR,
+                               f"HTTP {status} (expected {self._expected})")
+        return CheckResult(True, self.clock() - started)
+
+    async def _get(self) -> int:
+        async with self._client().get(self.spec.url, allow_redirects=False) as response:
+            # Drain a small body so the connection can be reused; a larger one closes it instead.
+            if response.content_length is not None and response.content_length <= MAX_BODY:
+                await response.content.read(MAX_BODY)
+            else:
+                response.close()
+            return response.status
+
+    async def wait_lost(self) -> None:
+        """HTTP checks hold no monitor connection."""
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        """Close the keep-alive connection."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
