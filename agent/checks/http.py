@@ -89,16 +89,6 @@ def _ssl_context(target: HttpTarget) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=target.ca_file)
 
 
-def _root(exc: BaseException) -> BaseException:
-    seen = exc
-    for _ in range(5):
-        inner = seen.__cause__ or seen.__context__
-        if inner is None:
-            break
-        seen = inner
-    return seen
-
-
 def classify_http(exc: BaseException) -> tuple[Reason, str]:
     """A client error as a reason and a secret-free detail."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -110,7 +100,7 @@ def classify_http(exc: BaseException) -> tuple[Reason, str]:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return Reason.DNS, "host name does not resolve"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        root = _root(exc)
+        root = exc.os_error
         if isinstance(root, ssl.SSLError):
             return Reason.TLS, f"TLS error: {root.reason or type(root).__name__}"
         return Reason.REFUSED, exc.strerror or "connection failed"
