@@ -6,18 +6,28 @@ even while Redis is blackholed. ``/livez`` depends only on the agent's own tasks
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from agent.drain_token import DrainToken
 from agent.history import history_of
+from agent.http_limits import (
+    BACKLOG,
+    IDLE_TIMEOUT,
+    SHUTDOWN_TIMEOUT,
+    ConnectionLimiter,
+    RateLimitedLog,
+    connection_cap,
+    install_client_error_logging,
+)
 from agent.scheduler import Agent
 from agent.snapshot import AgentSnapshot
 from agent.status import status_document
@@ -120,20 +130,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def drain_handler(token_file: str) -> Callable[[web.Request], Any]:
-    """``POST /drain`` with ``Authorization: Bearer <token>``; the token file is read on each call."""
+def drain_handler(token: DrainToken) -> Callable[[web.Request], Any]:
+    """``POST /drain`` with ``Authorization: Bearer <token>``; 401 for anything else, malformed included."""
 
     async def drain(request: web.Request) -> web.Response:
-        try:
-            expected = Path(token_file).read_text(encoding="utf-8").strip()  # noqa: ASYNC240 (tiny local file)
-        except OSError:
-            expected = ""
-        given = request.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), expected.encode()
-        )
-        if not ok:
+        if not await token.authorizes(request.headers.get("Authorization")):
             return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"})
         request.app[AGENT].drain()
         return web.Response(status=202, text="draining\n")
@@ -154,26 +155,56 @@ def make_app(agent: Agent, registry: CollectorRegistry) -> web.Application:
     app.router.add_get("/metrics", metrics)
     token_file = agent.settings.drain_token_file
     if token_file:
-        app.router.add_post("/drain", drain_handler(token_file))
+        token = DrainToken(token_file)
+        token.refresh()  # at start: a missing or unusable file is a warning now, not at the first drain
+        app.router.add_post("/drain", drain_handler(token))
     return app
 
 
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """A running HTTP server: aiohttp's runner, the listening socket(s) and the connection limiter."""
+
+    runner: web.AppRunner
+    server: asyncio.Server
+    limiter: ConnectionLimiter
+
+
 @asynccontextmanager
-async def serve(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """Serve ``app`` on ``host:port`` (IPv4 or IPv6) until the block exits."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def serve(app: web.Application, host: str, port: int, *, idle_timeout: float = IDLE_TIMEOUT,
+                max_connections: int | None = None) -> AsyncIterator[Listening]:
+    """Serve ``app`` on ``host:port`` (IPv4 or IPv6) until the block exits, within the limits of http_limits.py.
+
+    Leaving the block closes the socket, gives in-flight requests ``SHUTDOWN_TIMEOUT`` and closes every
+    connection: a client holding an unfinished request body cannot delay the exit.
+    """
+    errors = RateLimitedLog()
+    install_client_error_logging(errors)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           keepalive_timeout=idle_timeout, lingering_time=0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        yield runner
+        cap = max_connections if max_connections is not None else connection_cap(_nofile_soft())
+        assert runner.server is not None  # set by setup()
+        limiter = ConnectionLimiter(runner.server, cap, errors)
+        server = await asyncio.get_running_loop().create_server(limiter, host, port, reuse_address=True,
+                                                                    backlog=BACKLOG)
+        try:
+            yield Listening(runner, server, limiter)
+        finally:
+            server.close()
     finally:
         await runner.cleanup()
 
 
-def bound_port(runner: web.AppRunner) -> int:
+def _nofile_soft() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def bound_port(listening: Listening) -> int:
     """The port actually bound (useful with ``--listen 127.0.0.1:0``)."""
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
+    for sock in listening.server.sockets:
+        return int(sock.getsockname()[1])
     raise RuntimeError("server is not listening")
