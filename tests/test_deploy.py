@@ -403,6 +403,8 @@ class TestHelmChart:
             ("rbac.authorization.k8s.io/v1", "RoleBinding"),
             ("monitoring.googleapis.com/v1", "PodMonitoring"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
             ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("cloud.google.com/v1", "BackendConfig"), ("networking.gke.io/v1", "GCPBackendPolicy"),
+            ("networking.gke.io/v1", "HealthCheckPolicy"),
         ])
         validate_builtin(chart_all, tmp_path)
 

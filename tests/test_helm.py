@@ -239,6 +239,8 @@ class TestLibrary:
             ("Deployment", "chat-server"), ("Service", "chat"), ("Service", "prod-readiness-agent"),
             ("ServiceAccount", "prod-readiness-agent"), ("Role", "prod-readiness-agent"),
             ("RoleBinding", "prod-readiness-agent"), ("PodMonitoring", "prod-readiness-agent"),
+            ("BackendConfig", "prod-readiness-agent"), ("GCPBackendPolicy", "prod-readiness-agent"),
+            ("HealthCheckPolicy", "prod-readiness-agent"),
         ])
         spec = pod_spec(workload(example))
         assert [c["name"] for c in spec["containers"]] == ["chat"]
@@ -276,6 +278,52 @@ class TestLibrary:
     def test_standalone_workload_stays_on_by_default(self, chart_default: list[dict[str, Any]]) -> None:
         """Upgrading keeps today's Deployment and Service (turning them off by default would delete them)."""
         assert {d["kind"] for d in chart_default} >= {"Deployment", "Service", "PodDisruptionBudget"}
+
+
+class TestGkeLoadBalancer:
+    def test_objects_are_wired_to_the_service_and_the_agent(self, chart_all: list[dict[str, Any]]) -> None:
+        """The BackendConfig is named in the app Service's annotation (kept next to the user's own), the policies
+        target that Service, and every health check asks /readyz on the agent's port, with the values' timings."""
+        service = next(d for d in chart_all if d["kind"] == "Service" and d["metadata"]["name"] == "chat")
+        backend = one(chart_all, "BackendConfig")
+        annotations = service["metadata"]["annotations"]
+        assert yaml.safe_load(annotations["cloud.google.com/backend-config"]) == {
+            "default": backend["metadata"]["name"]}
+        assert yaml.safe_load(annotations["cloud.google.com/neg"]) == {"ingress": True}
+        assert annotations["example.com/owner"] == "realtime"
+        assert backend["spec"]["timeoutSec"] == 7200 and backend["spec"]["connectionDraining"] == {
+            "drainingTimeoutSec": 60}
+        check = backend["spec"]["healthCheck"]
+        assert (check["type"], check["requestPath"], check["port"]) == ("HTTP", "/readyz", 9191)
+        policy = one(chart_all, "HealthCheckPolicy")["spec"]
+        http = policy["default"]["config"]["httpHealthCheck"]
+        assert (http["portSpecification"], http["port"], http["requestPath"]) == ("USE_FIXED_PORT", 9191, "/readyz")
+        assert "portName" not in http  # the CRD's CEL rule for USE_FIXED_PORT
+        for doc in (policy, one(chart_all, "GCPBackendPolicy")["spec"]):
+            assert doc["targetRef"] == {"group": "", "kind": "Service", "name": "chat"}
+
+    def test_defaults_suit_websockets(self, helm: Helm) -> None:
+        """By default the backend timeout is 3600 s and draining equals the pod's termination budget."""
+        docs = render(helm, "--set", "gke.backendConfig.enabled=true")
+        backend = one(docs, "BackendConfig")["spec"]
+        assert backend["timeoutSec"] == 3600
+        assert backend["connectionDraining"]["drainingTimeoutSec"] == pod_spec(workload(docs))[
+            "terminationGracePeriodSeconds"]
+
+    def test_library_mode_needs_the_service_name(self, helm: Helm) -> None:
+        """Without the standalone app Service, gke.serviceName must name the load balancer's Service."""
+        error = refused(helm, "--set", "workload.enabled=false", "--set", "podSelector.app=chat",
+                        "--set", "gke.gatewayPolicies.enabled=true")
+        assert "gke.serviceName: name the Service your load balancer uses" in error
+
+    def test_example_app_wires_its_own_service(self, example: list[dict[str, Any]]) -> None:
+        """The existing app's own Service names the dependency's BackendConfig and the policies target it."""
+        service = next(d for d in example if d["kind"] == "Service" and d["metadata"]["name"] == "chat")
+        name = one(example, "BackendConfig")["metadata"]["name"]
+        assert yaml.safe_load(service["metadata"]["annotations"]["cloud.google.com/backend-config"]) == {
+            "default": name}
+        for kind in ("GCPBackendPolicy", "HealthCheckPolicy"):
+            assert one(example, kind)["spec"]["targetRef"]["name"] == "chat"
 
 
 class TestShutdown:

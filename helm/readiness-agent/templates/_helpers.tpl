@@ -191,3 +191,14 @@ app keeps serving while that removal propagates and gets SIGTERM only afterwards
 {{- end }}
 - {{ toYaml $container | indent 2 | trim }}
 {{- end }}
+
+{{/* The Service GKE's load balancer uses: gke.serviceName, else the standalone app Service. */}}
+{{- define "readiness-agent.lbServiceName" -}}
+{{- if .Values.gke.serviceName }}
+{{- .Values.gke.serviceName }}
+{{- else if and .Values.workload.enabled .Values.app.service.enabled }}
+{{- include "readiness-agent.fullname" . }}
+{{- else }}
+{{- fail "gke.serviceName: name the Service your load balancer uses (with workload.enabled=false or app.service.enabled=false there is no app Service of this chart)" }}
+{{- end }}
+{{- end }}
