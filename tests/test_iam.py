@@ -100,7 +100,7 @@ class TestAdcFetcher:
         closed = f"127.0.0.1:{free_port()}"
         point_google_auth(monkeypatch, {"GCE_METADATA_HOST": closed, "GCE_METADATA_IP": closed}, tmp_path)
         try:
-            with pytest.raises(IamError, match="^no application-default credentials"):
+            with pytest.raises(IamError, match=r"^no application-default credentials"):
                 AdcFetcher()()
         finally:
             monkeypatch.undo()
