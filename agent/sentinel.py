@@ -37,6 +37,12 @@ class SentinelTarget:
     password: str | None = field(repr=False)
     redacted: str
 
+    @property
+    def template(self) -> RedisTarget:
+        """The data node's TLS, credentials and db, before any sentinel has named its address."""
+        return RedisTarget(tls=self.tls, host="", port=0, db=self.db, username=self.username,
+                           password=self.password, redacted=self.redacted)
+
     def data_target(self, host: str, port: int) -> RedisTarget:
         """The data node the sentinels named, as a :class:`RedisTarget` with this URL's credentials and db."""
         shown_host = f"[{host}]" if ":" in host else host
@@ -48,6 +54,19 @@ def is_sentinel_url(text: str) -> bool:
     """True when ``text`` starts with ``redis+sentinel://`` or ``rediss+sentinel://`` (any case)."""
     match = _SCHEME.match(text)
     return bool(match) and match.group(1).lower() in SCHEMES  # type: ignore[union-attr]
+
+
+def parse_any_redis_url(raw: object) -> RedisTarget | SentinelTarget:
+    """A ``redis://`` / ``rediss://`` URL, or a ``redis+sentinel://`` / ``rediss+sentinel://`` one."""
+    text = parse_text(raw)
+    if is_sentinel_url(text):
+        return parse_sentinel_url(text)
+    try:
+        return parse_redis_url(text)
+    except ValueError as exc:
+        if str(exc).startswith("must start with"):
+            raise ValueError("must start with redis://, rediss://, redis+sentinel:// or rediss+sentinel://") from None
+        raise
 
 
 def _sentinel_address(text: str) -> tuple[str, int]:

@@ -14,8 +14,14 @@ import pytest
 
 from agent.checks.redis_sentinel import SentinelFailure, SentinelResolver
 from agent.model import Reason
-from agent.sentinel import DEFAULT_SENTINEL_PORT, is_sentinel_url, parse_sentinel_url
-from agent.urls import redact_url
+from agent.sentinel import (
+    DEFAULT_SENTINEL_PORT,
+    SentinelTarget,
+    is_sentinel_url,
+    parse_any_redis_url,
+    parse_sentinel_url,
+)
+from agent.urls import RedisTarget, redact_url
 from tests.support.redisproc import free_port
 from tests.support.topology import DOWN_AFTER_MS, MASTER_NAME, SentinelSet, until
 
@@ -67,6 +73,17 @@ class TestSentinelUrl:
         """Each malformed URL is refused with a reason naming what is wrong."""
         with pytest.raises(ValueError, match=re.escape(words)):
             parse_sentinel_url(url)
+
+    def test_either_kind_of_url(self) -> None:
+        """One parser takes a plain Redis URL or a Sentinel URL; anything else names all four schemes."""
+        assert isinstance(parse_any_redis_url("redis://h:1/0"), RedisTarget)
+        target = parse_any_redis_url("redis+sentinel://:pw@h:1/m")
+        assert isinstance(target, SentinelTarget) and target.template.password == "pw"
+        assert target.template.redacted == target.redacted and "pw" not in target.redacted
+        with pytest.raises(ValueError, match="redis\\+sentinel://"):
+            parse_any_redis_url("http://h/")
+        with pytest.raises(ValueError, match="port"):
+            parse_any_redis_url("redis://h:0/0")
 
     def test_scheme_detection_and_redaction_of_unparsable(self) -> None:
         """Sentinel schemes are recognised in any case; an unparsable one still has its password masked."""
