@@ -6,6 +6,9 @@ the checks' real state, and ``/metrics`` has the per-check up gauge and the proc
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import build_parser
 from agent.settings import SPECS
-from tests.support.agentproc import AgentProcess, run_cli
+from tests.support.agentproc import ROOT, AgentProcess, run_cli
 from tests.support.redisproc import RedisProcess, free_port, wait_until
 
 FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3", "--window", "0.2"]
@@ -182,3 +185,21 @@ class TestMetrics:
         assert {s.labels["check"]: s.value for s in families["readiness_agent_redis_up"].samples} == {"sessions": 1.0}
         assert families["process_resident_memory_bytes"].samples[0].value > 0
         assert "process_cpu_seconds" in families and "python_info" in families
+
+
+class TestBenchOnAFreshMachine:
+    def test_a_missing_tool_is_a_miss_row_not_a_crash(self, tmp_path: Path) -> None:
+        """With hey absent and nothing to install it with, the probes part is one MISS row naming hey; exit 0."""
+        bin_dir = tmp_path / "bin"  # a PATH with bash and the basics but no hey and no apt-get
+        bin_dir.mkdir()
+        for tool in ("bash", "id", "git", "redis-server", "redis-cli", "wrk"):
+            found = shutil.which(tool)
+            if found:
+                (bin_dir / tool).symlink_to(found)
+        result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "probes"], cwd=ROOT,
+                                env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        [row] = [line for line in result.stdout.splitlines() if line.startswith("|") and "probes: not run" in line]
+        assert "hey" in row and row.rstrip(" |").endswith("MISS")
+        assert "still missing: hey" in result.stderr
