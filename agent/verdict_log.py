@@ -6,8 +6,9 @@ What gets a line, per check:
   (only when the command serves ``/readyz``: ``run``, not ``wait``);
 * the **first failure** of a failure episode, at once, even when it moves no state (a check that never leaves
   ``starting``, an optional check, a ready check below its failure threshold);
-* each **change of reason** while the episode lasts (at most one such line per ``min_gap`` seconds; faster
-  changes are folded into the next line as counts by reason);
+* each **change of reason** while the episode lasts (at most one such line per ``min_gap`` seconds: a change
+  that comes sooner is logged at the first failure after ``min_gap``, with counts by reason since the last
+  line);
 * a **reminder** every ``remind_every`` seconds while the same failure persists;
 * the end of an episode that moved no state (a blip a ready check absorbed); otherwise the transition says it.
 
@@ -48,6 +49,7 @@ class _Episode:
     reason: Reason
     since: float
     logged_at: float
+    logged_reason: Reason  # the reason the last line named: a change is logged even when it came too soon
     failures: int = 1
     unlogged: Counter[str] = field(default_factory=Counter)  # failures by reason since the last line
 
@@ -81,7 +83,7 @@ class VerdictLog:
         reason = result.reason or Reason.ERROR
         episode = self._episodes.get(name)
         if episode is None:
-            self._episodes[name] = _Episode(reason, since=now, logged_at=now)
+            self._episodes[name] = _Episode(reason, since=now, logged_at=now, logged_reason=reason)
             if not moves:
                 log.log(self._level(check.required), "check %s failed: %s (%s); %s", name, reason, result.detail,
                         self._still(check.state, check.required),
@@ -89,11 +91,11 @@ class VerdictLog:
             return
         episode.failures += 1
         episode.unlogged[str(reason)] += 1
-        changed_reason = reason is not episode.reason
         episode.reason = reason
-        if moves:
-            episode.logged_at, episode.unlogged = now, Counter()
+        if moves:  # the transition line names this reason
+            episode.logged_at, episode.logged_reason, episode.unlogged = now, reason, Counter()
             return
+        changed_reason = reason is not episode.logged_reason
         due = now - episode.logged_at >= self.remind_every
         if (changed_reason and now - episode.logged_at >= self.min_gap) or due:
             event = "reason_changed" if changed_reason else "still_failing"
@@ -103,7 +105,7 @@ class VerdictLog:
                     result.detail, now - episode.since, episode.failures, counts,
                     self._still(check.state, check.required),
                     extra=labels(check=name, state=str(check.state), event=event, reason=str(reason)))
-            episode.logged_at, episode.unlogged = now, Counter()
+            episode.logged_at, episode.logged_reason, episode.unlogged = now, reason, Counter()
 
     def changed(self, change: Change) -> None:
         """One line per check transition; the agent's own line only for draining (check lines say the rest)."""

@@ -127,6 +127,13 @@ class TestVerdictLog:
         assert len(times) <= 10 / MIN_GAP + 1
         assert all(b - a >= MIN_GAP - 1e-9 for a, b in itertools.pairwise(times))
 
+    def test_a_change_too_soon_is_logged_once_the_gap_has_passed(self, capture: Capture) -> None:
+        """refused at 0, then timeout from 0.2 on: the change is logged at the first failure after MIN_GAP."""
+        h = Harness(capture)
+        h.feed(0.0, False, Reason.REFUSED, "connection refused")
+        h.fail_every(0.2, 3.0, 0.2, Reason.TIMEOUT)
+        assert capture.events() == [(0.0, "failing", "refused"), (MIN_GAP, "reason_changed", "timeout")]
+
     def test_a_failure_that_moves_the_state_is_one_transition_line(self, capture: Capture) -> None:
         """Stabilizing → starting on a failure: one transition record carrying the reason, no extra failure line."""
         h = Harness(capture)
