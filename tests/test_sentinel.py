@@ -105,8 +105,8 @@ def resolver_for(topology: SentinelSet, url: str | None = None, password: str | 
 
 class TestSentinelResolver:
     async def test_discovers_the_master_and_reports_no_master_and_auth(self, sentinels: SentinelSet) -> None:
-        """The master is found through the sentinels; a dead first sentinel costs nothing; an unknown name is
-        ``no_master``; a wrong sentinel password is ``auth``."""
+        """The master is found through the sentinels; a dead first sentinel costs nothing, a blackholed one half
+        the timeout; an unknown name is ``no_master``; a wrong sentinel password is ``auth``."""
         dead = free_port()
         hosts = ",".join([f"127.0.0.1:{dead}"] + [f"127.0.0.1:{s.port}" for s in sentinels.sentinels])
         resolver = resolver_for(sentinels, f"redis+sentinel://{hosts}/{MASTER_NAME}")
@@ -116,6 +116,14 @@ class TestSentinelResolver:
             assert time.monotonic() - started < 0.5 * 2 + 1
         finally:
             await resolver.close()
+        sentinels.sentinels[0].pause()  # accepts connections (kernel backlog) and never answers
+        try:
+            blackholed = resolver_for(sentinels)
+            started = time.monotonic()
+            assert await blackholed.discover() == sentinels.master.address
+            assert 0.5 / 2 <= time.monotonic() - started < 0.5 * 2 + 1  # half the timeout waited for it
+        finally:
+            sentinels.sentinels[0].resume()
         unknown = resolver_for(sentinels, sentinels.url().replace(f"/{MASTER_NAME}", "/nosuch"))
         with pytest.raises(SentinelFailure) as failure:
             await unknown.discover()

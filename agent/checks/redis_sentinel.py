@@ -1,14 +1,14 @@
 """Find the master through Sentinel and follow its failovers: ``SENTINEL`` queries and a held ``+switch-master``.
 
 Why: with Sentinel the address of "the Redis" changes at every failover, and the agent must never keep
-judging a node that was demoted. So the master is looked up through any reachable sentinel (all are asked at
-once; the first that names a master wins, so one dead or blackholed sentinel costs nothing), looked up again
-whenever a check fails, and followed at once while healthy through a subscription to ``+switch-master`` held
-on one sentinel. The node found is still checked with ``ROLE`` by the Redis check: a sentinel that is stale or
-partitioned away cannot make a replica look like the master.
+judging a node that was demoted. So the master is looked up through the sentinels (all are asked at once, and
+the majority of those that answer decides, so one dead, lagging or blackholed sentinel changes nothing),
+looked up again whenever a check fails, and followed at once while healthy through a subscription to
+``+switch-master`` held on one sentinel. The node found is still checked with ``ROLE`` by the Redis check: a
+sentinel that is stale or partitioned away cannot make a replica look like the master.
 
-"The quorum knows no master" is its own reason, ``no_master``: every sentinel that answered either does not
-know the master name, or flags the master ``o_down`` (objectively down: the quorum agrees it is down, and no
+"The quorum knows no master" is its own reason, ``no_master``: most sentinels that answered either do not
+know the master name, or flag the master ``o_down`` (objectively down: the quorum agrees it is down, and no
 replica has been promoted yet). Sentinels that cannot be reached give the usual connection reasons.
 """
 
@@ -72,6 +72,14 @@ def judge_sentinel(name: str, addr: Any, master: Any) -> Address:
     return host, int(port_text)
 
 
+def _answered(task: asyncio.Task[Address]) -> bool:
+    """The sentinel behind ``task`` gave a verdict: an address, or "no master"."""
+    if not task.done() or task.cancelled():
+        return False
+    exc = task.exception()
+    return exc is None or (isinstance(exc, SentinelFailure) and exc.reason is Reason.NO_MASTER)
+
+
 class SentinelResolver:
     """The current master of one Sentinel URL: ``master()`` looks it up when unknown, ``forget()`` after a failure,
     and a held subscription to ``+switch-master`` moves it at once (``wait_switch`` returns then).
@@ -104,24 +112,47 @@ class SentinelResolver:
         self.address = None
 
     async def discover(self) -> Address:
-        """Ask every sentinel at once; the first that names a live master wins. Bounded by ``timeout``."""
-        async with asyncio.timeout(self.timeout):
-            tasks = [asyncio.create_task(self._ask(s), name="sentinel-query") for s in self.target.sentinels]
-            failures: list[BaseException] = []
-            try:
-                for next_done in asyncio.as_completed(tasks):
-                    try:
-                        return await next_done
-                    except (OSError, rx.RedisError, SentinelFailure) as exc:
-                        failures.append(exc)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+        """Ask every sentinel at once and follow the majority of those that answered. Bounded by ``timeout``.
+
+        Every sentinel gets half the timeout to answer; past that the first answers decide, so a blackholed
+        sentinel costs half a timeout, not a failure. A majority (not the fastest) decides, so one sentinel
+        that lags behind a failover, or is partitioned away, cannot send the check to a stale master.
+        """
+        tasks = [asyncio.create_task(self._ask(s), name="sentinel-query") for s in self.target.sentinels]
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.wait(tasks, timeout=self.timeout / 2)
+                while not any(_answered(t) for t in tasks) and not all(t.done() for t in tasks):
+                    await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self._decide([t for t in tasks if t.done() and not t.cancelled()])
+
+    def _decide(self, done: list[asyncio.Task[Address]]) -> Address:
+        """The answer most sentinels gave (an address wins a tie); connection errors only when none answered."""
+        votes: dict[Address | None, int] = {}
+        no_master: SentinelFailure | None = None
+        failures: list[BaseException] = []
+        for task in done:
+            exc = task.exception()
+            if exc is None:
+                votes[task.result()] = votes.get(task.result(), 0) + 1
+            elif isinstance(exc, SentinelFailure) and exc.reason is Reason.NO_MASTER:
+                votes[None], no_master = votes.get(None, 0) + 1, exc
+            else:
+                failures.append(exc)
+        if votes:
+            winner = max(votes, key=lambda a: (votes[a], a is not None))  # max keeps the first among equals
+            if winner is not None:
+                return winner
+            assert no_master is not None
+            raise no_master
         raise self._best(failures)
 
     def _best(self, failures: list[BaseException]) -> BaseException:
-        """What to report when no sentinel named a master: a sentinel's own verdict beats a connection error."""
+        """What to report when no sentinel answered: a sentinel's own refusal beats a connection error."""
         for exc in failures:
             if isinstance(exc, SentinelFailure):
                 return exc
