@@ -241,3 +241,72 @@ class TestListenErrors:
         lines = one_error_line(err)
         assert len(lines) == 1 and "cannot listen" in lines[0], err
         assert "Traceback" not in err
+
+
+def _config_cases(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Hostile or careless configuration, each as (arguments, environment) for ``readiness-agent check``."""
+    files = {
+        "non_utf8": b"window: '\xff\xfe'\n",
+        "alias_bomb": b"window:\n  - &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n"
+                      + b"".join(f"  - &{c} [{','.join(['*' + p] * 9)}]\n".encode()
+                                 for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+        "big_file": b"checks:\n" + b"".join(f"  - {{name: c{i}, url: 'redis://h{i}:6379/0'}}\n".encode()
+                                            for i in range(40_000)),  # 1.6 MB; the issue's 50 MB is the same case
+        "duplicate_key": b"interval: 1s\ninterval: 2s\n",
+    }
+    for name, data in files.items():
+        (tmp / f"{name}.yaml").write_bytes(data)
+    return {
+        "non-UTF-8 byte in the file": (["--config", str(tmp / "non_utf8.yaml")], {}),
+        "YAML alias bomb as a value": (["--config", str(tmp / "alias_bomb.yaml")], {}),
+        "--config /dev/zero": (["--config", "/dev/zero"], {}),
+        "a 1.6 MB file with 40,000 checks": (["--config", str(tmp / "big_file.yaml")], {}),
+        "duplicate YAML key": (["--config", str(tmp / "duplicate_key.yaml")], {}),
+        "--interval 1e-7": (["--interval", "1e-7"], {}),
+        "--interval 1ms (meant 1m)": (["--interval", "1ms"], {}),
+        "failure_threshold in Arabic-Indic digits": (["--failure-threshold", "٣"], {}),
+        "failure_threshold in full-width digits": (["--failure-threshold", "５"], {}),
+        "db index in full-width digits": (["--redis-url", "redis://127.0.0.1:6379/５"], {}),
+        "NBSP inside a duration": (["--window", "0\u00a0.5"], {}),
+        "NBSP between number and unit": (["--window", "1\u00a0s"], {}),
+        "jitter in Arabic-Indic digits": (["--jitter", "٠.٢"], {}),
+        "port 0 in the Redis URL": (["--redis-url", "redis://127.0.0.1:0"], {}),
+    }
+
+
+@pytest.fixture(scope="module")
+def startup_seconds() -> float:
+    """How long ``readiness-agent check --help`` takes here: the interpreter's and the package's start-up."""
+    from tests.support.hostile import cli
+
+    return min(cli("check", "--help")[3] for _ in range(2))
+
+
+class TestConfigRefusals:
+    @pytest.mark.parametrize("case", [
+        "non-UTF-8 byte in the file", "YAML alias bomb as a value", "--config /dev/zero",
+        "a 1.6 MB file with 40,000 checks", "duplicate YAML key", "--interval 1e-7", "--interval 1ms (meant 1m)",
+        "failure_threshold in Arabic-Indic digits", "failure_threshold in full-width digits",
+        "db index in full-width digits", "NBSP inside a duration", "NBSP between number and unit",
+        "jitter in Arabic-Indic digits", "port 0 in the Redis URL",
+    ])
+    def test_refused_in_one_line_exit_2_within_a_second(self, tmp_path: Path, case: str,
+                                                        startup_seconds: float) -> None:
+        """Each hostile or careless configuration is one error line on stderr, exit 2, no traceback, and the
+        process is done within a second of its own start-up time (bound: start-up × 2 + 1 s)."""
+        from tests.support.hostile import cli
+
+        args, env = _config_cases(tmp_path)[case]
+        code, out, err, wall = cli("check", *args, env=env, timeout=60)
+        assert code == 2, (out, err)
+        assert len(one_error_line(err)) == 1 and len(err.splitlines()) == 1, err[-2000:]
+        assert "Traceback" not in err
+        assert wall < startup_seconds * 2 + 1.0, (wall, startup_seconds)
+
+    def test_error_in_redis_url_names_the_variable_actually_set(self) -> None:
+        """A bad REDIS_URL is reported as REDIS_URL, not under READINESS_AGENT_REDIS_URL."""
+        from tests.support.hostile import cli
+
+        code, _out, err, _wall = cli("check", env={"REDIS_URL": "redis://h:notaport"})
+        assert code == 2
+        assert "invalid REDIS_URL " in err and "READINESS_AGENT_REDIS_URL" not in err
