@@ -113,9 +113,10 @@ def gate_state(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def example(helm: Helm) -> list[dict[str, Any]]:
-    """helm/examples/existing-app with its file:// dependency built (charts/ is gitignored), rendered."""
+    """helm/examples/existing-app with its file:// dependency packaged (charts/ and Chart.lock are gitignored;
+    `update` rewrites a stale lock, --skip-refresh keeps it offline), rendered."""
     binary, env = helm
-    built = run([binary, "dependency", "build", EXAMPLE], env=env)
+    built = run([binary, "dependency", "update", "--skip-refresh", EXAMPLE], env=env)
     assert built.returncode == 0, built.stdout + built.stderr
     result = run([binary, "template", "prod", EXAMPLE, "--namespace", "chat"], env=env)
     assert result.returncode == 0, result.stderr
@@ -269,6 +270,20 @@ class TestLibrary:
         assert metrics["spec"]["ports"][0]["targetPort"] == agent_sidecar(pod_spec(deployment))["ports"][0][
             "containerPort"]
         assert one(example, "PodMonitoring")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    def test_dependency_condition_turns_the_agent_off(self, helm: Helm, example: list[dict[str, Any]],
+                                                       tmp_path: Path) -> None:
+        """With readiness-agent.enabled=false (the dependency's condition) the three lines add nothing and the
+        app's own objects still render and validate."""
+        result = run([helm[0], "template", "prod", EXAMPLE, "--set", "readiness-agent.enabled=false"], env=helm[1])
+        assert result.returncode == 0, result.stderr
+        docs = load_docs(result.stdout)
+        assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [("Deployment", "chat-server"),
+                                                                            ("Service", "chat")]
+        spec = pod_spec(workload(docs))
+        assert spec["initContainers"] is None and {"serviceAccountName", "readinessGates"}.isdisjoint(spec)
+        assert "cloud.google.com/backend-config" not in one(docs, "Service")["metadata"]["annotations"]
+        validate_builtin(docs, tmp_path)
 
     def test_library_mode_needs_pod_selector(self, helm: Helm) -> None:
         """workload.enabled=false without podSelector fails the render instead of selecting no pods."""
