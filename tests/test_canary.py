@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from agent.checks.canary import Cadence, ProbeTimeout, PubSubRoundTrip, WriteCanary
+from agent.checks.canary import Cadence, ProbeTimeout, PubSubRoundTrip, UsabilityProbes, WriteCanary
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget
 from agent.model import Reason
@@ -254,3 +254,46 @@ class TestPubSubRoundTrip:
             redis_proc.cli("CLIENT", "UNPAUSE", timeout=3.0)
             await probe.close()
 
+
+
+class TestUsabilityProbes:
+    async def test_runs_due_probes_in_order_and_skips_until_due(self, redis_proc: RedisProcess,
+                                                                conn_factory: object) -> None:
+        """Both probes run on the first call; within their interval neither touches Redis again."""
+        conn = await conn_factory(redis_proc)  # type: ignore[operator]
+        probes = UsabilityProbes(canary(interval=10.0), round_trip(redis_proc, interval=10.0))
+        loop = asyncio.get_running_loop()
+        try:
+            assert await probes.run(conn, loop.time() + 1.0) is None
+            commands = int(redis_proc.info("stats")["total_commands_processed"])
+            assert await probes.run(conn, loop.time() + 1.0) is None
+            assert int(redis_proc.info("stats")["total_commands_processed"]) == commands + 1  # our INFO only
+        finally:
+            await probes.close()
+
+    async def test_first_failure_stops_the_round(self, redis_proc: RedisProcess, conn_factory: object) -> None:
+        """A refused write is returned and the pub/sub probe is not run in that round."""
+        redis_proc.cli("CONFIG", "SET", "maxmemory", "1")
+        conn = await conn_factory(redis_proc)  # type: ignore[operator]
+        pubsub = round_trip(redis_proc)
+        probes = UsabilityProbes(canary(), pubsub)
+        try:
+            failure = await probes.run(conn, asyncio.get_running_loop().time() + 1.0)
+            assert failure is not None and failure[0] is Reason.OOM
+            assert pubsub.subscriber is None and subscribers(redis_proc) == 0
+        finally:
+            await probes.close()
+
+    async def test_probe_timeout_detail_wins_over_the_deadline(self, redis_proc: RedisProcess,
+                                                               conn_factory: object) -> None:
+        """Under CLIENT PAUSE WRITE the canary's own timeout fires just before the caller's deadline."""
+        conn = await conn_factory(redis_proc)  # type: ignore[operator]
+        probes = UsabilityProbes(canary())
+        assert redis_proc.cli("CLIENT", "PAUSE", "2000", "WRITE") == "OK"
+        try:
+            deadline = asyncio.get_running_loop().time() + 0.3
+            with pytest.raises(ProbeTimeout):
+                async with asyncio.timeout_at(deadline):
+                    await probes.run(conn, deadline)
+        finally:
+            redis_proc.cli("CLIENT", "UNPAUSE")

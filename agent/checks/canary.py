@@ -39,6 +39,7 @@ Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter
 KEY_PREFIX = "readiness-agent:canary"
 CHANNEL_PREFIX = "readiness-agent:pubsub"
 READ_CHUNK = 64 * 1024
+PROBE_MARGIN = 0.01  # probes end this much before the check's deadline, so their timeout detail is the one seen
 
 
 class Pipeliner(Protocol):
@@ -314,3 +315,36 @@ class PubSubRoundTrip:
 
     async def close(self) -> None:
         await self.drop()
+
+
+class UsabilityProbes:
+    """The opt-in probes of one Redis check, run after its round trip on the same connection when due.
+
+    Between runs a probe is not due only after a success (:class:`Cadence`), so "not due" means "last passed".
+    """
+
+    def __init__(self, canary: WriteCanary | None = None, pubsub: PubSubRoundTrip | None = None) -> None:
+        self.probes: tuple[WriteCanary | PubSubRoundTrip, ...] = tuple(p for p in (canary, pubsub) if p is not None)
+
+    def __bool__(self) -> bool:
+        return bool(self.probes)
+
+    async def run(self, conn: Pipeliner, deadline: float) -> Failure | None:
+        """Run every due probe, in order, until one fails; each is bounded by the loop-time ``deadline``.
+
+        The probes stop a little before ``deadline`` so their own, more precise, timeout detail wins over the
+        caller's generic one.
+        """
+        loop = asyncio.get_running_loop()
+        for probe in self.probes:
+            if not probe.due:
+                continue
+            failure = await probe.run(conn, max(0.0, deadline - loop.time() - PROBE_MARGIN))
+            if failure is not None:
+                return failure
+        return None
+
+    async def close(self) -> None:
+        for probe in self.probes:
+            if isinstance(probe, PubSubRoundTrip):
+                await probe.close()
