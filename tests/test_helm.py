@@ -210,6 +210,16 @@ class TestReadinessGate:
         assert state == {"gates": [DEFAULT_CONDITION], "agent_on": True, "rbac": True,
                          "condition": DEFAULT_CONDITION, "account": "prod-readiness-agent"}
 
+    def test_gate_off_in_the_example_app(self, helm: Helm, example: list[dict[str, Any]]) -> None:
+        """With the gate off, the existing app's pod has no readinessGates, no account, no token and no RBAC."""
+        result = run([helm[0], "template", "prod", EXAMPLE, "--set", "readiness-agent.readinessGate.enabled=false"],
+                     env=helm[1])
+        assert result.returncode == 0, result.stderr
+        docs = load_docs(result.stdout)
+        state = gate_state(docs, "default")
+        assert state["gates"] == [] and not state["agent_on"] and not state["rbac"] and state["account"] is None
+        assert not {"ServiceAccount", "Role", "RoleBinding"} & {d["kind"] for d in docs}
+
     def test_gate_off_mounts_no_token(self, chart_default: list[dict[str, Any]]) -> None:
         """Without the gate there is no account, no token, no RBAC: the agent never calls the API."""
         spec = pod_spec(workload(chart_default))
