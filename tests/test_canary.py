@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from agent.checks.canary import Cadence, ProbeTimeout, PubSubRoundTrip, UsabilityProbes, WriteCanary
+from agent.checks.canary import Cadence, ProbeTimeout, UsabilityProbes, WriteCanary
+from agent.checks.pubsub import PubSubRoundTrip
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget
 from agent.model import Reason

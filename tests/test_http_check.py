@@ -12,7 +12,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from agent.checks.http import HttpCheck, HttpTarget, parse_http_url, parse_status_range
+from agent.checks.http import HttpCheck
+from agent.http_target import HttpTarget, parse_http_url, parse_status_range
 from agent.model import Reason
 from tests.support.redisproc import free_port
 from tests.support.tls import Authority, Issued

@@ -8,9 +8,9 @@ opt-in per check, because each costs the server work (a write, a second connecti
 
 * :class:`WriteCanary` — ``SET <key> <timestamp> PX <ttl>`` then ``GET <key>`` in one round trip on the
   check's own connection; the key is per pod and expires by itself.
-* :class:`PubSubRoundTrip` — a held subscriber connection on a private channel; each run ``PUBLISH``es a
-  unique payload on the check's connection and waits for it on the subscriber (RESP2 allows no ``PUBLISH``
-  on a subscribed connection, hence the second one).
+* :class:`~agent.checks.pubsub.PubSubRoundTrip` — a held subscriber connection on a private channel
+  (pubsub.py).
+* :class:`UsabilityProbes` — the probes a check has, run after its own round trip when due.
 
 Each keeps a :class:`Cadence`: after a success it runs again only after its interval, after a failure at
 every check, so recovery is seen as soon as the check's own schedule allows. A probe whose reply did not come
@@ -20,25 +20,19 @@ in time raises :class:`ProbeTimeout`: a reply is still owed on that connection, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis import exceptions as rx
 
-from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, Limits, ReplyParser, encode
 from agent.checks.redis_replies import classify
 from agent.model import Reason
 
 Failure = tuple[Reason, str]
-Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 KEY_PREFIX = "readiness-agent:canary"
-CHANNEL_PREFIX = "readiness-agent:pubsub"
-READ_CHUNK = 64 * 1024
 PROBE_MARGIN = 0.01  # probes end this much before the check's deadline, so their timeout detail is the one seen
 
 
@@ -76,7 +70,7 @@ class Cadence:
         self.next_at = self.clock() + self.interval if ok else float("-inf")
 
 
-def _refused(what: str, reply: rx.ResponseError) -> Failure:
+def refused(what: str, reply: rx.ResponseError) -> Failure:
     """An error reply to a probe's command as a failure (NOPERM is a configuration error, as for EXISTS)."""
     text = str(reply)
     if text.startswith("NOPERM"):
@@ -116,205 +110,31 @@ class WriteCanary:
         self.last = failure
         return failure
 
+    async def close(self) -> None:
+        """The canary holds no connection of its own."""
+
     @staticmethod
     def _judge(set_reply: Any, get_reply: Any, value: str) -> Failure | None:
         if isinstance(set_reply, rx.ResponseError):
-            return _refused("write canary", set_reply)
+            return refused("write canary", set_reply)
         if set_reply != b"OK":
             return Reason.PROTOCOL, "write canary: SET did not answer OK"
         if isinstance(get_reply, rx.ResponseError):
-            return _refused("write canary GET", get_reply)
+            return refused("write canary GET", get_reply)
         if get_reply != value.encode():
             return Reason.ERROR, "write canary: GET did not return the value just written"
         return None
 
 
-class Subscriber:
-    """One connection in ``SUBSCRIBE`` on one channel; remembers the payloads it is waiting for.
-
-    Its reader parses every reply with the bounded RESP2 parser (redis_protocol.py); the first replies answer
-    the handshake (AUTH, SELECT, CLIENT SETNAME) and ``SUBSCRIBE``, everything after is a pushed message.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, channel: str,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
-        self._reader, self._writer = reader, writer
-        self.channel = channel.encode()
-        self._parser = ReplyParser(limits)
-        self._budget = ByteBudget(limits.bytes_per_second)
-        self._replies: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiting: dict[bytes, asyncio.Future[None]] = {}
-        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self._subscribed = False
-        self._task = asyncio.create_task(self._read_loop(), name="redis-subscriber")
+class Probe(Protocol):
+    """A probe with its own cadence (:class:`WriteCanary`, :class:`~agent.checks.pubsub.PubSubRoundTrip`)."""
 
     @property
-    def is_open(self) -> bool:
-        return not self.lost.done()
+    def due(self) -> bool: ...
 
-    async def subscribe(self, handshake: list[tuple[str, ...]]) -> Failure | None:
-        """Send the handshake and ``SUBSCRIBE``; the failure their replies show, or None once subscribed."""
-        self._writer.write(b"".join(encode(*c) for c in [*handshake, ("SUBSCRIBE", self.channel.decode())]))
-        await self._writer.drain()
-        for command in handshake:
-            reply = await self._next()
-            if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
-                return _refused(f"pub/sub {command[0]}", reply)
-        reply = await self._next()
-        if isinstance(reply, rx.ResponseError):
-            return _refused("pub/sub SUBSCRIBE", reply)
-        if not (isinstance(reply, list) and reply[:2] == [b"subscribe", self.channel]):
-            return Reason.PROTOCOL, "pub/sub: SUBSCRIBE was not confirmed"
-        self._subscribed = True
-        return None
+    async def run(self, conn: Pipeliner, timeout: float) -> Failure | None: ...
 
-    async def _next(self) -> Any:
-        getter = asyncio.ensure_future(self._replies.get())
-        done, _ = await asyncio.wait({getter, self.lost}, return_when=asyncio.FIRST_COMPLETED)
-        if getter not in done:
-            getter.cancel()
-            raise self.lost.result() or ConnectionError("subscriber connection closed")
-        return getter.result()
-
-    def expect(self, payload: bytes) -> asyncio.Future[None]:
-        """A future resolved when ``payload`` arrives on the channel."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[payload] = future
-        return future
-
-    def forget(self, payload: bytes) -> None:
-        self._waiting.pop(payload, None)
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                data = await self._reader.read(READ_CHUNK)
-                if not data:
-                    raise ConnectionError("subscriber connection closed by the server")
-                self._budget.spend(len(data))
-                for reply in self._parser.feed(data):
-                    self._deliver(reply)
-        except asyncio.CancelledError:
-            self._end(None)
-            raise
-        except (OSError, rx.RedisError) as exc:
-            self._end(exc)
-
-    def _deliver(self, reply: Any) -> None:
-        if not self._subscribed:
-            self._replies.put_nowait(reply)
-            return
-        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message" and reply[1] == self.channel:
-            future = self._waiting.pop(reply[2], None)
-            if future is not None and not future.done():
-                future.set_result(None)
-        # Anything else (a stale payload, a PING's pong) is not for us.
-
-    def _end(self, error: BaseException | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(error)
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(error or ConnectionError("subscriber connection closed"))
-        self._waiting.clear()
-        self._writer.close()
-
-    async def aclose(self) -> None:
-        """Close it and wait for the reader task."""
-        self._end(None)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
-class PubSubRoundTrip:
-    """Publish a unique payload on the check's connection; it must arrive on the held subscriber in time.
-
-    ``open_connection`` returns a new (TLS) stream to the same server; ``handshake`` the commands that
-    authenticate it (the same as the check's, so a rotated password or IAM token is used).
-    """
-
-    def __init__(self, channel: str, open_connection: Opener, handshake: Callable[[], list[tuple[str, ...]]],
-                 interval: float, clock: Callable[[], float] = time.monotonic, limits: Limits = DEFAULT_LIMITS) -> None:
-        self.channel = channel
-        self.open_connection = open_connection
-        self.handshake = handshake
-        self.cadence = Cadence(interval, clock)
-        self.limits = limits
-        self.subscriber: Subscriber | None = None
-        self._serial = itertools.count(1)
-        self._token = os.urandom(6).hex()
-        self.last: Failure | None = None
-
-    @property
-    def due(self) -> bool:
-        return self.cadence.due()
-
-    async def run(self, publisher: Pipeliner, timeout: float) -> Failure | None:
-        """One round trip within ``timeout``; raises :class:`ProbeTimeout` when the publisher's reply is owed."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        try:
-            failure = await self._round_trip(publisher, deadline)
-        except ProbeTimeout:
-            self.cadence.record(False)
-            await self.drop()
-            raise
-        except (OSError, rx.RedisError) as exc:
-            await self.drop()
-            reason, detail = classify(exc)
-            failure = reason, f"pub/sub: {detail}"
-        if failure is not None:
-            await self.drop()
-        self.cadence.record(failure is None)
-        self.last = failure
-        return failure
-
-    async def _round_trip(self, publisher: Pipeliner, deadline: float) -> Failure | None:
-        try:
-            async with asyncio.timeout_at(deadline):
-                failure = await self._ensure_subscribed()
-        except TimeoutError:
-            return Reason.TIMEOUT, "pub/sub: the subscriber connection did not subscribe in time"
-        if failure is not None:
-            return failure
-        assert self.subscriber is not None
-        payload = f"{self._token}:{next(self._serial)}".encode()
-        arrived = self.subscriber.expect(payload)
-        try:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    (receivers,) = await publisher.pipeline(("PUBLISH", self.channel, payload.decode()))
-            except TimeoutError:
-                raise ProbeTimeout("pub/sub: PUBLISH not answered in time") from None
-            if isinstance(receivers, rx.ResponseError):
-                return _refused("pub/sub PUBLISH", receivers)
-            if receivers == 0:
-                return Reason.ERROR, "pub/sub: PUBLISH reached no subscriber (the subscription is gone)"
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await arrived
-            except TimeoutError:
-                return Reason.TIMEOUT, "pub/sub: the published message did not arrive within the timeout"
-        finally:
-            self.subscriber.forget(payload)
-        return None
-
-    async def _ensure_subscribed(self) -> Failure | None:
-        if self.subscriber is not None and self.subscriber.is_open:
-            return None
-        await self.drop()
-        reader, writer = await self.open_connection()
-        self.subscriber = Subscriber(reader, writer, self.channel, self.limits)
-        return await self.subscriber.subscribe(self.handshake())
-
-    async def drop(self) -> None:
-        """Close the subscriber connection (reopened by the next run)."""
-        subscriber, self.subscriber = self.subscriber, None
-        if subscriber is not None:
-            await subscriber.aclose()
-
-    async def close(self) -> None:
-        await self.drop()
+    async def close(self) -> None: ...
 
 
 class UsabilityProbes:
@@ -323,8 +143,8 @@ class UsabilityProbes:
     Between runs a probe is not due only after a success (:class:`Cadence`), so "not due" means "last passed".
     """
 
-    def __init__(self, canary: WriteCanary | None = None, pubsub: PubSubRoundTrip | None = None) -> None:
-        self.probes: tuple[WriteCanary | PubSubRoundTrip, ...] = tuple(p for p in (canary, pubsub) if p is not None)
+    def __init__(self, *probes: Probe | None) -> None:
+        self.probes: tuple[Probe, ...] = tuple(p for p in probes if p is not None)
 
     def __bool__(self) -> bool:
         return bool(self.probes)
@@ -346,5 +166,4 @@ class UsabilityProbes:
 
     async def close(self) -> None:
         for probe in self.probes:
-            if isinstance(probe, PubSubRoundTrip):
-                await probe.close()
+            await probe.close()
