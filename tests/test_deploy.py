@@ -53,7 +53,7 @@ CRD_KINDS = {
 AGENT_PORT = 9180
 PROBE_PATHS = {"startupProbe": "/startupz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
 AGENT_CONTAINER = "readiness-agent"
-# design.md "Metrics", as sample names (histogram and counter suffixes included).
+# docs/design.md "Metrics", as sample names (histogram and counter suffixes included).
 DESIGN_METRICS = {
     "readiness_agent_ready",
     "readiness_agent_state",
@@ -632,7 +632,7 @@ class TestAgentAcceptsManifests:
         assert parse_duration(status["settings"]["drain_seconds"]["value"]) < CLOUD_RUN_SIGKILL_AFTER
 
     def test_design_metrics_are_exposed(self, agents: dict[str, AgentView]) -> None:
-        """Every metric name of design.md is in the real agent's /metrics (so the rules can rely on the list)."""
+        """Every metric name of docs/design.md is in the real agent's /metrics (so the rules can rely on the list)."""
         assert expand_families(agents["gke"].metrics) >= DESIGN_METRICS
 
 
