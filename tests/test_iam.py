@@ -13,26 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent.iam import AdcFetcher, FetchedToken, IamError, TokenProvider
-from tests.support.metadata_server import DEFAULT_SCOPES, MetadataServer
+from tests.support.metadata_server import DEFAULT_SCOPES, METADATA_MODULE, MetadataServer, point_google_auth
 from tests.support.redisproc import free_port
-
-METADATA_MODULE = "google.auth.compute_engine._metadata"
-
-
-def point_google_auth(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], home: Path) -> None:
-    """Set the variables google-auth reads, and re-read the ones it reads at import time.
-
-    google-auth reads GCE_METADATA_HOST and the detection retries when its metadata module is imported; the
-    agent process imports it after its environment is set, but pytest may have imported it already.
-    """
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(home))  # no gcloud user credentials from the machine
-    monkeypatch.setenv("GCE_METADATA_DETECT_RETRIES", "1")
-    monkeypatch.setenv("GCE_METADATA_TIMEOUT", "1")
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    if METADATA_MODULE in sys.modules:
-        importlib.reload(sys.modules[METADATA_MODULE])
 
 
 @pytest.fixture

@@ -32,14 +32,18 @@ each new token before it is served (a test sets the Redis ACL password there).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import pytest
 from aiohttp import web
 
 from tests.support.redisproc import free_port
@@ -50,6 +54,7 @@ EMAIL = f"agent@{PROJECT}.iam.gserviceaccount.com"
 DEFAULT_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 Failure = Literal["refuse", "hang"] | int
 T = TypeVar("T")
+METADATA_MODULE = "google.auth.compute_engine._metadata"
 
 
 class MetadataServer:
@@ -213,3 +218,19 @@ class MetadataServer:
         self.served.append(self._token)
         body = {"access_token": self._token, "expires_in": self.lifetime, "token_type": "Bearer"}
         return web.Response(text=json.dumps(body), content_type="application/json", headers=FLAVOR)
+
+
+def point_google_auth(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], home: Path) -> None:
+    """Set the variables google-auth reads, and re-read the ones it reads at import time.
+
+    google-auth reads GCE_METADATA_HOST and the detection retries when its metadata module is imported; the
+    agent process imports it after its environment is set, but pytest may have imported it already.
+    """
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(home))  # no gcloud user credentials from the machine
+    monkeypatch.setenv("GCE_METADATA_DETECT_RETRIES", "1")
+    monkeypatch.setenv("GCE_METADATA_TIMEOUT", "1")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    if METADATA_MODULE in sys.modules:
+        importlib.reload(sys.modules[METADATA_MODULE])
