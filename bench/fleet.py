@@ -7,7 +7,8 @@ restarts and every agent notices at once. So this counts what Redis itself repor
 **The method** (one, for every figure): four groups of ``n`` clients run *at the same time*, each against its
 own redis-server, beside one idle redis-server:
 
-* **ping/s** (baseline): ``n`` kept connections, each sending one ``PING`` per second (phases spread);
+* **ping/s** (baseline): ``n`` processes, each a kept connection sending one ``PING`` per second
+  (``redis-cli -r -1 -i 1 ping``, phases spread);
 * **exec probe** (baseline): ``redis-cli ping`` every 10 s per pod, the kubelet exec probe at Kubernetes
   defaults (a new connection per probe; spawned from here, without CRI exec overhead);
 * **defaults**: ``n`` agents as shipped;
@@ -25,7 +26,6 @@ profile. The per-client figures are extrapolated to 1,000 and 10,000 pods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import shutil
@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.common import (
+    REAPER,
     AgentProc,
     Mode,
     ReadyWatcher,
@@ -50,7 +51,7 @@ from bench.common import (
     redis_url,
     until,
 )
-from tests.support.redisproc import RedisProcess, RespConnection, encode_command, parse_info
+from tests.support.redisproc import RedisProcess, RespConnection, parse_info
 
 FLEETS = (1_000, 10_000)  # the fleet sizes extrapolated to on paper
 SAMPLE = 0.02  # INFO sampling period during a reconnect burst
@@ -168,38 +169,35 @@ def _all_ready(agents: list[AgentProc], timeout: float) -> float:
 
 @contextlib.contextmanager
 def _ping_clients(server: RedisProcess, n: int) -> Iterator[None]:
-    """``n`` kept connections, one PING per second each, from one asyncio loop in a thread."""
-    stop = threading.Event()
+    """``n`` processes, each one kept connection sending one PING per second (``redis-cli -r -1 -i 1 ping``).
 
-    async def client(i: int) -> None:
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        await asyncio.sleep(i / n)
-        try:
-            while not stop.is_set():
-                writer.write(encode_command("PING"))
-                await reader.readline()
-                await asyncio.sleep(1.0)
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        await asyncio.gather(*(client(i) for i in range(n)))
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
+    Separate processes, as pods are: one client loop serving all ``n`` connections would bunch PINGs into
+    shared wake-ups of Redis whenever that loop runs late, which makes the baseline look cheaper than it is.
+    """
+    cli = _redis_cli()
+    procs = []
     try:
+        for _ in range(n):
+            procs.append(REAPER.spawn([cli, "-h", server.host, "-p", str(server.port), "-r", "-1", "-i", "1",
+                                       "ping"]))
+            time.sleep(1.0 / n)  # spread the phases over the second
         yield
     finally:
-        stop.set()
-        thread.join(5)
+        for proc in procs:
+            REAPER.kill(proc)
+
+
+def _redis_cli() -> str:
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RuntimeError("redis-cli not found")
+    return cli
 
 
 @contextlib.contextmanager
 def _exec_probes(server: RedisProcess, n: int) -> Iterator[None]:
     """``redis-cli ping`` every EXEC_PERIOD s per pod: n/EXEC_PERIOD spawns per second, evenly spaced."""
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        raise RuntimeError("redis-cli not found")
+    cli = _redis_cli()
     stop = threading.Event()
 
     def run() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -18,6 +19,7 @@ from agent.model import Reason
 from agent.scheduler import Agent
 from agent.settings import Platform
 from tests.support.redisproc import RedisProcess, parse_info
+from tests.support.tls import Authority, TlsRedis
 
 
 def agent_for(url: str, **flags: str) -> Agent:
@@ -126,3 +128,26 @@ class TestDetection:
             redis_proc.resume()
         await until(lambda: running.snapshot.ready, 5)
         await until(lambda: agent_clients(redis_proc) == 1, 2)
+
+
+class TestTls:
+    async def test_tls_holds_one_connection_and_sees_a_kill(self, tmp_path: Path) -> None:
+        """Over rediss:// the check passes with its one held connection, and a kill ends the watch at once."""
+        ca = Authority(tmp_path)
+        with TlsRedis(ca.issue("server", ips=("127.0.0.1",)), ca.path) as redis:
+            redis.start()
+            settings = load_settings({"redis_url": redis.tls_url, "redis_ca_file": str(ca.path)}, {},
+                                     lambda _e: (Platform.LOCAL, "test"))
+            check = RedisCheck(settings.checks[0], 1.0)
+            try:
+                for _ in range(3):
+                    result = await check.run()
+                    assert result.ok, result
+                assert len(agent_ids(redis)) == 1
+                lost = asyncio.create_task(check.wait_lost())
+                killed = time.monotonic()
+                redis.kill()
+                await asyncio.wait_for(lost, 2)
+                assert time.monotonic() - killed < 0.25
+            finally:
+                await check.close()
