@@ -23,13 +23,14 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.%A-Za-z]+\]|[^:\[\]/?#@]*)(?::([^/?#]*
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
-    """A parsed ``redis://`` / ``rediss://`` URL. ``password`` is never printed: use ``redacted``."""
+    """A parsed ``redis://`` / ``rediss://`` URL. ``username`` and ``password`` are never printed (in
+    ``redis://SECRET@host`` the user name *is* the secret): use ``redacted``."""
 
     tls: bool
     host: str
     port: int
     db: int
-    username: str | None
+    username: str | None = field(repr=False)
     password: str | None = field(repr=False)
     redacted: str
 
