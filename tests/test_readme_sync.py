@@ -108,3 +108,19 @@ class TestReadmeMetricsTable:
         text = section("## Metrics (prefix `readiness_agent_`)")
         others = {n for n in families if not n.startswith(PREFIX)}
         assert others and {n for n in others if f"`{n}`" not in text} == set()
+
+
+ROOT = README.parent
+PATH_IN_CODE = re.compile(r"`((?:agent|bench|deploy|docs|examples|helm|scripts|tests)/[A-Za-z0-9_./-]*)`")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+class TestDocsCiteOnlyWhatExists:
+    @pytest.mark.parametrize("doc", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+    def test_every_cited_path_exists(self, doc: Path) -> None:
+        """Every repository path in backticks and every relative link of README.md and docs/*.md exists."""
+        text = doc.read_text()
+        cited = {ROOT / p for p in PATH_IN_CODE.findall(text)}
+        cited |= {(doc.parent / link).resolve() for link in LINK.findall(text) if "://" not in link
+                  and not link.startswith("mailto:")}
+        assert sorted(str(p.relative_to(ROOT)) for p in cited if not p.exists()) == []
