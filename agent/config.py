@@ -234,7 +234,7 @@ def load_settings(
 
     given = {name: raw[name][0] if name in raw else _default_text(name) for name in values}
     if sources["startup_timeout"] is Source.PLATFORM:
-        given["startup_timeout"] = GCP_STARTUP_TIMEOUT
+        given["startup_timeout"] = f"{GCP_STARTUP_TIMEOUT:g}"
     _validate(values, sources, config_file, given, env_names)
     checks = _build_checks(values, sources, file_data.get("checks"), config_file)
     return Settings(**values, sources=sources, resolved_platform=platform, platform_reason=why, checks=checks,

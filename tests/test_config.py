@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,127 @@ class TestFuzz:
                 assert "\n" not in str(exc)
         finally:
             os.unlink(path)
+
+
+class TestCrossFieldErrors:
+    def test_a_default_is_named_as_the_default_with_the_fix(self) -> None:
+        """``run --interval 0.1`` blames retry_interval 0.2 as the default and says how to fix it."""
+        with pytest.raises(ConfigError) as err:
+            load_settings({"interval": "0.1"}, {}, local)
+        assert str(err.value) == (
+            "invalid retry_interval '0.2', the default: must not exceed the interval (--interval '0.1'); "
+            "set --retry-interval to 0.1s or less, or raise --interval")
+
+    def test_each_side_is_named_by_its_source(self, tmp_path: Path) -> None:
+        """A file value and an environment value are each named where they were set."""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("interval: 500ms\n")
+        with pytest.raises(ConfigError) as err:
+            load_settings({}, {"READINESS_AGENT_RETRY_INTERVAL": "0.7"}, local, config_file=str(cfg))
+        assert str(err.value).startswith(
+            f"invalid READINESS_AGENT_RETRY_INTERVAL '0.7': must not exceed the interval (interval in {cfg} '500ms')")
+
+    def test_the_gcp_default_deadline_is_named_as_such(self) -> None:
+        """A window too long for the GCP startup default names that default, and the fix."""
+        with pytest.raises(ConfigError) as err:
+            load_settings({"window": "2m"}, {}, gcp)
+        assert "(startup_timeout '60', the GCP default)" in str(err.value)
+        assert "raise --startup-timeout" in str(err.value)
+
+
+class TestUnknownKeys:
+    @pytest.mark.parametrize(("text", "message"), [
+        ("intervall: 1s\n", "unknown key 'intervall' in config file '{cfg}'; did you mean 'interval'?"),
+        ("retry-intervall: 1s\n",
+         "unknown key 'retry-intervall' in config file '{cfg}'; did you mean 'retry_interval'?"),
+        ("checks: [{name: a, url: 'redis://h', requird: false}]\n",
+         "unknown key 'requird' in checks[0] in config file '{cfg}'; did you mean 'required'?"),
+        ("checks: [{name: a, url: 'redis://h'}, {name: b, adress: 'h:1', type: tcp}]\n",
+         "unknown key 'adress' in checks[1] in config file '{cfg}'; did you mean 'address'?"),
+    ])
+    def test_did_you_mean_in_one_wording_at_both_levels(self, tmp_path: Path, text: str, message: str) -> None:
+        """Top-level keys and checks[i] keys get the same "did you mean" wording from the known keys."""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_settings({}, {}, local, config_file=str(cfg))
+        assert str(err.value) == message.format(cfg=cfg)
+
+    def test_no_close_match_lists_the_known_keys(self, tmp_path: Path) -> None:
+        """A key like nothing known lists the known keys instead of guessing."""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("checks: [{name: a, url: 'redis://h', zzz: 1}]\n")
+        with pytest.raises(ConfigError, match=r"unknown key 'zzz' in checks\[0\] .*; known keys: address, ca_file"):
+            load_settings({}, {}, local, config_file=str(cfg))
+
+
+class TestMinimums:
+    @pytest.mark.parametrize("flags", [
+        {"interval": "0.1", "retry_interval": "0.1"}, {"interval": "100ms", "retry_interval": "100ms"},
+        {"window": "0"}, {"timeout": "0.05"}, {"backoff_after": "0"}, {"drain_seconds": "0"},
+    ])
+    def test_the_smallest_values_the_docs_and_tests_use_are_accepted(self, flags: dict[str, str]) -> None:
+        """0.1 s intervals, window 0, a 50 ms timeout, no backoff delay and no drain are all accepted."""
+        load_settings(flags, {}, local)
+
+    @pytest.mark.parametrize(("flags", "needle"), [
+        ({"interval": "1e-7"}, "invalid --interval '1e-7': must be at least 0.1s"),
+        ({"interval": "1ms"}, "invalid --interval '1ms': must be at least 0.1s"),
+        ({"retry_interval": "50ms"}, "invalid --retry-interval '50ms': must be at least 0.1s"),
+        ({"timeout": "1ms"}, "invalid --timeout '1ms': must be at least 0.05s"),
+    ])
+    def test_below_the_minimum_is_refused(self, flags: dict[str, str], needle: str) -> None:
+        """Intervals below 0.1 s (1ms for 1m) and timeouts below 50 ms are one-line errors."""
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            load_settings(flags, {}, local)
+
+
+class TestAsciiOnly:
+    @pytest.mark.parametrize(("flags", "needle"), [
+        ({"failure_threshold": "٣"}, "--failure-threshold"),
+        ({"failure_threshold": "５"}, "--failure-threshold"),
+        ({"failure_threshold": "\u00a03"}, "--failure-threshold"),
+        ({"jitter": "٠.٢"}, "--jitter"),
+        ({"jitter": "0.2\u00a0"}, "--jitter"),
+        ({"window": "1\u00a0s"}, "--window"),
+        ({"window": "0\u00a0.5"}, "--window"),
+        ({"redis_url": "redis://h:6379/٣"}, "database index"),
+        ({"redis_url": "redis://h:６379/0"}, "port"),
+    ])
+    def test_non_ascii_digits_and_nbsp_are_refused(self, flags: dict[str, str], needle: str) -> None:
+        """Digits other than ASCII and NBSP inside or around numbers are errors, not silently accepted."""
+        with pytest.raises(ConfigError, match=needle):
+            load_settings(flags, {}, local)
+
+    def test_env_errors_name_the_variable_actually_set(self) -> None:
+        """REDIS_URL and the READINESS_AGENT_GRACE_PERIOD alias are named as themselves in errors."""
+        with pytest.raises(ConfigError, match=r"^invalid REDIS_URL 'redis://h:0'"):
+            load_settings({}, {"REDIS_URL": "redis://h:0"}, local)
+        with pytest.raises(ConfigError, match=r"^invalid READINESS_AGENT_GRACE_PERIOD 'x'"):
+            load_settings({}, {"READINESS_AGENT_GRACE_PERIOD": "x"}, local)
+
+
+class TestHostileFiles:
+    @pytest.mark.parametrize(("data", "needle"), [
+        (b"window: '\xff'\n", "is not UTF-8 (byte 0xff at offset 9)"),
+        (b"interval: 1s\ninterval: 2s\n", "has the key 'interval' twice at line 2"),
+        (b"checks:\n  - {name: a, url: 'redis://h', name: b}\n", "has the key 'name' twice at line 2"),
+        (b"window: &w 1\ninterval: *w\n", "uses a YAML anchor or alias at line 1"),
+        (b"base: &b {interval: 1}\n<<: *b\n", "uses a YAML anchor or alias"),
+        (b"window: " + b"[" * 40 + b"]" * 40 + b"\n", "nested more than 16 levels deep"),
+        (b"# " + b"x" * (64 * 1024) + b"\n", "is larger than 64 KiB"),
+        (b"checks:\n" + b"".join(b"  - {name: c%d, url: 'redis://h'}\n" % i for i in range(65)), "at most 64"),
+    ])
+    def test_refused_with_one_line(self, tmp_path: Path, data: bytes, needle: str) -> None:
+        """Non-UTF-8 bytes, duplicate keys, anchors/aliases, deep nesting, oversized files and too many checks
+        are one-line errors."""
+        cfg = tmp_path / "c.yaml"
+        cfg.write_bytes(data)
+        with pytest.raises(ConfigError) as err:
+            load_settings({}, {}, local, config_file=str(cfg))
+        assert needle in str(err.value) and "\n" not in str(err.value)
+
+    def test_dev_zero_is_refused_at_once(self) -> None:
+        """``--config /dev/zero`` reads at most the size bound and stops."""
+        with pytest.raises(ConfigError, match="larger than 64 KiB"):
+            load_settings({}, {}, local, config_file="/dev/zero")

@@ -48,3 +48,23 @@ class TestSecretFile:
         link.unlink()
         link.symlink_to(tmp_path / "v2")
         assert secret.changed() and secret.read() == "two"
+
+    def test_fifo_device_and_oversized_files_are_refused_without_blocking(self, tmp_path: Path) -> None:
+        """A FIFO with no writer, /dev/zero and a file over 64 KiB read as no value, with a reason, at once."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        big = tmp_path / "big"
+        big.write_text("x" * (64 * 1024 + 1))
+        for path, problem in ((fifo, "is not a regular file"), (Path("/dev/zero"), "is not a regular file"),
+                              (big, "is larger than 64 KiB")):
+            secret = SecretFile(str(path))
+            assert secret.read() is None
+            assert secret.problem == problem
+
+    def test_problem_is_cleared_when_the_file_becomes_usable(self, tmp_path: Path) -> None:
+        """A missing file has a problem; once written, the value is read and the problem is gone."""
+        path = tmp_path / "token"
+        secret = SecretFile(str(path))
+        assert secret.read() is None and secret.problem is not None and "No such file" in secret.problem
+        path.write_text("now-here\n")
+        assert secret.read() == "now-here" and secret.problem is None
