@@ -9,7 +9,7 @@ from agent.model import CheckResult, ReadinessMode, Reason
 from agent.settings import DEFAULT_TIMING, Platform
 from agent.status import status_document
 from agent.store import VerdictStore
-from tests.test_verdict_log import Clock, StubCheck
+from tests.support.storestub import Clock, StubCheck
 
 T = DEFAULT_TIMING
 WALL0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z

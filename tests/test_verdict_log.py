@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -16,35 +15,9 @@ from agent.settings import DEFAULT_TIMING
 from agent.store import VerdictStore
 from agent.verdict_log import MIN_GAP, REMIND_EVERY, VerdictLog
 from tests.support.logcapture import AgentLogs, agent_logs
+from tests.support.storestub import Clock, StubCheck
 
 T = DEFAULT_TIMING
-
-
-@dataclass
-class StubCheck:
-    """Only the attributes the store reads; the store never runs a check."""
-
-    name: str
-    kind: str = "redis"
-    target: str = "redis://127.0.0.1:1/0"
-    required: bool = True
-
-    async def run(self) -> CheckResult:  # pragma: no cover - the store never calls it
-        raise NotImplementedError
-
-    async def wait_lost(self) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    async def close(self) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Capture(AgentLogs):
