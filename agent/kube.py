@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import time
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from agent.store import Change
 
 __all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateListener", "GateSetupError", "PodGate",
-           "condition_reason", "disabled_status", "gate_config", "verdict_of"]
+           "condition_reason", "disabled_status", "gate_config", "retry_delay", "verdict_of"]
 
 log = logging.getLogger("readiness_agent")
 
@@ -91,11 +92,25 @@ def gate_config(environ: Mapping[str, str], condition_type: str, kubeconfig: str
     if len(condition_type) > 316 or not _QUALIFIED_NAME.match(condition_type):
         raise ValueError(f"invalid --kube-condition-type {condition_type!r}: must be a qualified name like "
                          "readiness-agent.io/dependencies-ready")
-    if kubeconfig is not None and not kubeconfig.strip():
-        raise ValueError("invalid --kubeconfig '': empty path")
+    if kubeconfig is not None and not os.path.isfile(kubeconfig):
+        raise ValueError(f"invalid --kubeconfig {kubeconfig!r}: no such file")
     if not kc.kubernetes_available():
         raise ValueError(f"--kube-readiness-gate: {kc.INSTALL_HINT}")
     return GateConfig(condition_type, environ["POD_NAME"].strip(), environ["POD_NAMESPACE"].strip(), kubeconfig)
+
+
+def retry_delay(failures: int, outcome: Outcome, base: float, cap: float,
+                jitter: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds before the next attempt after ``failures`` consecutive failures ending in ``outcome``.
+
+    ``base`` doubling up to ``cap`` (straight to ``cap`` for errors only an operator fixes), ±20 % jitter, and
+    never sooner than the server's ``Retry-After`` (believed up to ``RETRY_AFTER_MAX``).
+    """
+    delay = cap if outcome.result in _PERMANENT else min(cap, base * 2 ** max(0, failures - 1))
+    delay *= jitter(0.8, 1.2)
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, RETRY_AFTER_MAX))
+    return delay
 
 
 def condition_reason(ready: bool, reason: str | None) -> str:
@@ -195,6 +210,8 @@ class PodGate:
 
     async def stop(self, timeout: float) -> None:
         """One last best-effort sync of the latest value within ``timeout`` seconds, then stop the worker."""
+        if self._stopping:
+            return
         self._stopping = True
         self._stop_deadline = self.clock() + timeout
         self._wake.set()
@@ -205,7 +222,11 @@ class PodGate:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)  # a stalled call ends at its own timeout
+            if self._writer is not None:  # queued behind any call still running (a stalled one: its own timeout)
+                closed = asyncio.wrap_future(self._executor.submit(self._writer.session.close))
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closed, max(0.0, self._stop_deadline - self.clock()) + 0.05)
+            self._executor.shutdown(wait=False)
 
     def status(self) -> dict[str, object]:
         """For ``/status``: what the pod's condition holds as far as the agent knows, and how syncing goes."""
@@ -311,14 +332,7 @@ class PodGate:
         self._logged["event"] = None
 
     def _delay(self, failures: int, outcome: Outcome) -> float:
-        if outcome.result in _PERMANENT:
-            delay = self.backoff_cap
-        else:
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
-        delay *= random.uniform(0.8, 1.2)
-        if outcome.retry_after is not None:
-            delay = max(delay, min(outcome.retry_after, RETRY_AFTER_MAX))
-        return delay
+        return retry_delay(failures, outcome, self.backoff_base, self.backoff_cap)
 
     def _count(self, what: str, result: str) -> None:
         counts, metric = (self.patch_counts, self._patches) if what == "patch" else (self.event_counts,

@@ -54,6 +54,10 @@ class Session:
     reload: Callable[[], None]
     describe: str
 
+    def close(self) -> None:
+        """Close the pooled connections (call from the worker thread, after the last request)."""
+        self.core.api_client.close()
+
 
 @dataclass(frozen=True)
 class Outcome:

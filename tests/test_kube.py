@@ -9,6 +9,7 @@ transition under flapping) are printed with ``-s`` and recorded as test properti
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -36,6 +37,7 @@ from agent.kube import (
     PodGate,
     condition_reason,
     gate_config,
+    retry_delay,
 )
 from agent.model import CheckResult, ReadinessMode, Reason
 from agent.store import VerdictStore
@@ -65,6 +67,13 @@ class Logs(logging.Handler):
 
     def lines(self, level: int = logging.WARNING) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture(autouse=True)
+def collected() -> Iterator[None]:
+    """Collect garbage after each test, so a leaked socket or transport fails the test that leaked it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
@@ -146,10 +155,16 @@ class TestGateConfig:
         with pytest.raises(ValueError, match=r"invalid --kube-condition-type 'not a type'"):
             gate_config({"POD_NAME": "a", "POD_NAMESPACE": "b"}, "not a type", None)
 
-    def test_valid_settings(self) -> None:
+    def test_valid_settings(self, tmp_path: Path) -> None:
         """Pod identity comes from the downward-API variables."""
-        cfg = gate_config({"POD_NAME": "web-0", "POD_NAMESPACE": "shop"}, CTYPE, "/k")
-        assert cfg == GateConfig(CTYPE, "web-0", "shop", "/k")
+        kubeconfig = str(write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:1", TOKEN))
+        cfg = gate_config({"POD_NAME": "web-0", "POD_NAMESPACE": "shop"}, CTYPE, kubeconfig)
+        assert cfg == GateConfig(CTYPE, "web-0", "shop", kubeconfig)
+
+    def test_missing_kubeconfig_names_the_file(self, tmp_path: Path) -> None:
+        """A --kubeconfig that does not exist is a one-line error naming it."""
+        with pytest.raises(ValueError, match=r"invalid --kubeconfig '.*nope': no such file"):
+            gate_config({"POD_NAME": "a", "POD_NAMESPACE": "b"}, CTYPE, str(tmp_path / "nope"))
 
     def test_kubernetes_missing_gives_install_hint(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """When the kube extra is not installed the error says how to install it."""
@@ -165,6 +180,26 @@ class TestFootprint:
                 f"{CTYPE!r}, None); print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
         assert out.stdout.strip() == "[]"
+
+
+class TestRetryDelay:
+    def test_backoff_doubles_to_the_cap_with_jitter(self) -> None:
+        """With the defaults (0.25 s → 30 s) delays double, stay within ±20 %, and stop growing at the cap."""
+        timeout = kc.Outcome("timeout", None, "")
+        lows = [retry_delay(n, timeout, 0.25, 30.0, jitter=lambda a, b: a) for n in range(1, 12)]
+        highs = [retry_delay(n, timeout, 0.25, 30.0, jitter=lambda a, b: b) for n in range(1, 12)]
+        assert lows[:4] == pytest.approx([0.2, 0.4, 0.8, 1.6]) and highs[0] == pytest.approx(0.3)
+        assert lows[-1] == pytest.approx(24.0) and highs[-1] == pytest.approx(36.0)
+
+    def test_operator_errors_wait_the_cap(self) -> None:
+        """403, 404 and 422 go straight to the cap: retrying fast cannot fix them."""
+        for result in ("forbidden", "not_found", "invalid"):
+            assert retry_delay(1, kc.Outcome(result, 403, ""), 0.25, 30.0, jitter=lambda a, b: 1.0) == 30.0
+
+    def test_retry_after_is_a_floor_up_to_a_minute(self) -> None:
+        """Retry-After is honoured as a minimum, but a server asking for more than 60 s is not believed."""
+        assert retry_delay(1, kc.Outcome("throttled", 429, "", 7.0), 0.25, 30.0) == 7.0
+        assert retry_delay(1, kc.Outcome("throttled", 429, "", 3600.0), 0.25, 30.0) == 60.0
 
 
 class TestConditionReason:
@@ -292,7 +327,7 @@ class TestFailures:
         await until(lambda: any("synced again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
 
     async def test_every_failure_class_is_counted(self, api: KubeAPI, gates: Gates, logs: Logs) -> None:
-        """401 (no reload helps), 404, 409, 422, 429, 500 and 503 each land in their own metric label, then converge."""
+        """409, 422, 500, 503, 404 and a 401 no reload cures each land in their metric label; the pod converges."""
         gate = await gates.start()
         await synced(api, "False", "Starting")
         expected = {409: "conflict", 422: "invalid", 500: "server_error", 503: "server_error", 404: "not_found"}
@@ -321,15 +356,20 @@ class TestFailures:
 
     async def test_outage_publish_never_blocks(self, api: KubeAPI, gates: Gates, logs: Logs,
                                                record_property: Any) -> None:
-        """While the API stalls, publish() returns in microseconds, the loop stays free, and the latest value wins."""
-        gate = await gates.start(request_timeout=0.3)
+        """While the API stalls past its request timeout, publish() and the loop never wait on it; the latest wins.
+
+        A publish or loop turn that waited on the API would take at least the 1.2 s request timeout; the bound
+        is 1 s (expected: microseconds, × 2 + 1 s). The measured figures are printed.
+        """
+        gate = await gates.start(request_timeout=1.2)
         await synced(api, "False", "Starting")
         api.stall()
         lags: list[float] = []
         durations: list[float] = []
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + 1.2 * 2 + 1
         i = 0
-        while time.monotonic() < deadline:  # the verdict keeps moving through two request timeouts and more
+        while gate.patch_counts["timeout"] < 1:  # the verdict keeps moving until a request has timed out
+            assert time.monotonic() < deadline, "no request timed out"
             t = time.perf_counter()
             gate.publish(i % 2 == 0, None if i % 2 == 0 else "timeout", f"outage {i}")
             durations.append(time.perf_counter() - t)
@@ -347,7 +387,7 @@ class TestFailures:
         record_property("publish_p99_us_during_stall", round(p99 * 1e6, 1))
         print(f"\nstalled API: {len(durations)} publishes, median {statistics.median(durations) * 1e6:.1f} us, "
               f"max {max(durations) * 1e6:.1f} us; loop lag max {max(lags) * 1000:.1f} ms")
-        assert max(durations) < 0.005 and max(lags) < 0.1
+        assert max(durations) < 1.0 and max(lags) < 1.0
 
     async def test_api_unreachable(self, gates: Gates, logs: Logs) -> None:
         """A closed port is counted as unreachable; /status and the log carry no token."""

@@ -13,9 +13,10 @@ these endpoints since 1.22):
   approximated here by the same merge-by-key as strategic merge). Anything else is ``415
   UnsupportedMediaType``. Only ``status`` changes are kept, as for the real status subresource. Conditions are
   validated (``type`` set, ``status`` True/False/Unknown, ``reason`` CamelCase) → ``422 Invalid``.
-- ``POST /api/v1/namespaces/{ns}/events`` (``409 AlreadyExists`` for a taken name, ``422`` when
-  ``involvedObject.namespace`` differs) and ``PATCH /api/v1/namespaces/{ns}/events/{name}`` (strategic merge or
-  merge patch; ``404`` when the event is gone).
+- ``POST /api/v1/namespaces/{ns}/events`` (JSON, also when the Content-Type is absent, as the real server
+  defaults to its first serializer; ``409 AlreadyExists`` for a taken name, ``422`` when
+  ``involvedObject.namespace`` differs) and ``PATCH /api/v1/namespaces/{ns}/events/{name}`` (the same four patch
+  types; ``404`` when the event is gone).
 
 Every request needs ``Authorization: Bearer <token>`` with a token in ``tokens`` (else ``401``); every write
 bumps the object's ``resourceVersion`` from one global counter; errors are ``Status`` objects like the real
@@ -120,6 +121,8 @@ class KubeAPI:
         self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
+            for _ in range(3):  # let the closed transports' connection_lost callbacks run on this loop
+                await asyncio.sleep(0)
 
     @property
     def url(self) -> str:
@@ -264,9 +267,12 @@ class KubeAPI:
         if event is None:
             return _status(404, f'events "{name}" not found')
         kind = PATCH_TYPES.get(ctype)
-        if kind not in ("strategic", "merge"):
+        if kind is None:
             return _status(415, f'unsupported media type "{ctype}"')
-        patched = _apply(kind or "merge", copy.deepcopy(event), json.loads(body))
+        try:
+            patched = _apply(kind, copy.deepcopy(event), json.loads(body))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return _status(400, f"invalid patch: {exc}")
         patched["metadata"]["resourceVersion"] = self._next_rv()
         self.events[(ns, name or "")] = patched
         return web.json_response(patched)
