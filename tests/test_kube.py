@@ -173,7 +173,7 @@ class TestGateConfig:
             gate_config({"POD_NAME": "a", "POD_NAMESPACE": "b"}, CTYPE, None)
 
 
-class TestFootprint:
+class TestKubeImport:
     def test_importing_the_gate_does_not_import_kubernetes(self) -> None:
         """agent.kube and gate_config leave the kubernetes client unimported (the gate-off footprint)."""
         code = ("import sys, agent.kube as k; k.gate_config({'POD_NAME': 'a', 'POD_NAMESPACE': 'b'}, "
@@ -310,7 +310,7 @@ class TestPodGate:
         assert max(latencies) < 1.0
 
 
-class TestFailures:
+class TestPodGateFailures:
     async def test_rbac_denied_logged_once_and_counted(self, api: KubeAPI, gates: Gates, logs: Logs) -> None:
         """A 403 on pods/status is one log line however often it is retried, counted as forbidden, then heals."""
         api.deny("patch", "pods/status")
@@ -434,7 +434,7 @@ class TestFailures:
         api.stall(False)
 
 
-class TestEvents:
+class TestPodGateEvents:
     async def test_event_per_transition(self, api: KubeAPI, gates: Gates) -> None:
         """Ready emits a Normal event, a failure a Warning with the reason, both about this pod's uid."""
         gate = await gates.start()
@@ -482,7 +482,7 @@ class TestEvents:
         assert gates.metric("forbidden", "readiness_agent_kube_events_total") == gate.event_counts["forbidden"]
 
 
-class TestInCluster:
+class TestInClusterSession:
     async def test_token_rotation_over_tls(self, tmp_path: Path, logs: Logs) -> None:
         """In-cluster (https, CA from the service account): a rotated token is picked up on the first 401."""
         ca_file, ctx = make_tls(tmp_path)
@@ -503,6 +503,27 @@ class TestInCluster:
             statuses = [(h.token, h.status) for h in api.hits]
             assert ("sa-token-1", 401) in statuses and statuses[-1][0] == "sa-token-2"
             assert gate.patch_counts["unauthorized"] == 0  # the reload retried inside the same attempt
+        finally:
+            await gate.stop(0.5)
+            await api.stop()
+
+    async def test_wrong_ca_is_unreachable_not_insecure(self, tmp_path: Path, logs: Logs) -> None:
+        """A server certificate from another CA is refused (verification is on) and reported as unreachable: TLS."""
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        _, server_ctx = make_tls(tmp_path / "a")
+        other_ca, _ = make_tls(tmp_path / "b")
+        api = await KubeAPI(tokens={"sa-token-1"}, ssl_context=server_ctx).start()
+        api.add_pod(NS, POD)
+        (tmp_path / "token").write_text("sa-token-1")
+        env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+        gate = PodGate(GateConfig(CTYPE, POD, NS, None), None, **FAST,
+                       api_factory=lambda: kc.incluster_session(str(tmp_path / "token"), str(other_ca), env))
+        try:
+            await gate.start()
+            await until(lambda: gate.patch_counts["unreachable"] >= 1, 3, "a refused TLS handshake")
+            assert "certificate verify failed" in str(gate.status()["last_error"])
+            assert api.condition(NS, POD, CTYPE) is None and not api.hits
         finally:
             await gate.stop(0.5)
             await api.stop()
