@@ -183,9 +183,12 @@ class PodGate:
         loop = asyncio.get_running_loop()
         try:
             session = await loop.run_in_executor(self._executor, self._factory)
-        except GateSetupError:
+        except Exception as exc:
             self._executor.shutdown(wait=False)
-            raise
+            if isinstance(exc, GateSetupError):
+                raise
+            reason = kc.scrub(kc.one_line(f"{type(exc).__name__}: {exc}"))
+            raise GateSetupError(f"--kube-readiness-gate: cannot load credentials: {reason}") from None
         cfg = self.config
         self._writer = kc.PodStatusWriter(session, cfg.namespace, cfg.pod_name, cfg.condition_type)
         self._recorder = kc.EventRecorder(session, cfg.namespace, cfg.pod_name, self.clock)

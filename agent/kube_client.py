@@ -98,7 +98,7 @@ def kubeconfig_session(path: str) -> Session:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=path, client_configuration=cfg, persist_config=False)
         except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-            raise GateSetupError(f"invalid --kubeconfig {path!r}: {_one_line(exc)}") from None
+            raise GateSetupError(f"invalid --kubeconfig {path!r}: {one_line(exc)}") from None
 
     load()
     _harden(cfg)
@@ -118,7 +118,7 @@ def incluster_session(token_file: str, ca_file: str, environ: Mapping[str, str])
         try:
             loader.load_and_set(cfg)  # type: ignore[no-untyped-call] # re-reads the token file and re-installs the refresh hook
         except (config.ConfigException, OSError) as exc:
-            raise GateSetupError(f"--kube-readiness-gate: no in-cluster credentials ({_one_line(exc)}); "
+            raise GateSetupError(f"--kube-readiness-gate: no in-cluster credentials ({one_line(exc)}); "
                                  "run in a pod with a service account or give --kubeconfig") from None
 
     load()
@@ -139,18 +139,18 @@ def classify(exc: BaseException) -> Outcome:
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         if status == 0:  # the client wraps TLS failures as status 0
-            return Outcome("unreachable", None, _scrub(f"TLS: {_one_line(exc.reason)}"))
+            return Outcome("unreachable", None, scrub(f"TLS: {one_line(exc.reason)}"))
         result = _STATUS_RESULTS.get(status) or ("server_error" if status >= 500 else "error")
         retry_after = _retry_after(exc.headers) if status in (429, 503) else None
-        return Outcome(result, status, _scrub(f"HTTP {status}: {_api_message(exc)}"), retry_after)
+        return Outcome(result, status, scrub(f"HTTP {status}: {_api_message(exc)}"), retry_after)
     if isinstance(exc, u3.NewConnectionError | u3.NameResolutionError):  # urllib3 2 makes these "timeouts" too
-        return Outcome("unreachable", None, _scrub(_one_line(exc)))
+        return Outcome("unreachable", None, scrub(one_line(exc)))
     if isinstance(exc, u3.TimeoutError):
         return Outcome("timeout", None, "no answer within the request timeout")
     if isinstance(exc, u3.HTTPError | OSError):
         reason = getattr(exc, "reason", None) or exc
-        return Outcome("unreachable", None, _scrub(_one_line(reason)))
-    return Outcome("error", None, _scrub(f"{type(exc).__name__}: {_one_line(exc)}"))
+        return Outcome("unreachable", None, scrub(one_line(reason)))
+    return Outcome("error", None, scrub(f"{type(exc).__name__}: {one_line(exc)}"))
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -169,11 +169,13 @@ def _api_message(exc: Any) -> str:
         return str(exc.reason)
 
 
-def _one_line(value: object) -> str:
+def one_line(value: object) -> str:
+    """``value`` as one line of at most 300 characters."""
     return " ".join(str(value).split())[:300]
 
 
-def _scrub(text: str) -> str:
+def scrub(text: str) -> str:
+    """``text`` with anything that looks like a bearer token or ``token=…`` replaced by ``<redacted>``."""
     return _SECRETISH.sub(lambda m: m.group(1) + "<redacted>", text)
 
 

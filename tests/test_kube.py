@@ -536,6 +536,16 @@ class TestInClusterSession:
             await gate.start()
         assert "\n" not in str(err.value) and "--kubeconfig" in str(err.value)
 
+    async def test_unexpected_loader_failure_is_one_line_without_secrets(self) -> None:
+        """Any other failure while loading credentials is a one-line GateSetupError with tokens redacted."""
+        def broken() -> kc.Session:
+            raise RuntimeError("exec plugin said:\nAuthorization: Bearer abc.def.ghi")
+
+        gate = PodGate(GateConfig(CTYPE, POD, NS, None), None, api_factory=broken)
+        with pytest.raises(GateSetupError) as err:
+            await gate.start()
+        assert "\n" not in str(err.value) and "abc.def" not in str(err.value) and "RuntimeError" in str(err.value)
+
     async def test_bad_kubeconfig_is_one_line(self, tmp_path: Path) -> None:
         """A kubeconfig that is not one fails start() with one line naming the file."""
         bad = tmp_path / "kc"
