@@ -133,6 +133,26 @@ class TestSentinelResolver:
             await wrong.discover()
         assert failure.value.reason is Reason.AUTH and "wrong" not in failure.value.detail
 
+    async def test_a_silent_subscription_moves_to_another_sentinel(self, sentinels: SentinelSet) -> None:
+        """The sentinel holding the +switch-master subscription stops answering: after the quiet time and one
+        unanswered PING the subscription is held on another sentinel."""
+        resolver = resolver_for(sentinels, timeout=0.3)
+        resolver.quiet = 0.3
+        try:
+            await resolver.master()
+            first = await until(lambda: resolver.subscribed, 5, "a held subscription")
+            holder = next(s for s in sentinels.sentinels if s.address == first)
+            holder.pause()
+            try:
+                paused = time.monotonic()
+                await until(lambda: resolver.subscribed not in (None, first), 5, "another sentinel")
+                moved = time.monotonic() - paused
+            finally:
+                holder.resume()
+        finally:
+            await resolver.close()
+        assert moved < (0.3 + 0.3) * 2 + 1  # quiet time + the PING's timeout
+
     async def test_no_sentinel_reachable_is_a_connection_reason(self) -> None:
         """When no sentinel answers, the reason is the connection's (refused), and the detail says so."""
         resolver = SentinelResolver(parse_sentinel_url(f"redis+sentinel://127.0.0.1:{free_port()}/m"),

@@ -31,6 +31,9 @@ from agent.sentinel import SentinelTarget
 log = logging.getLogger("readiness_agent")
 Address = tuple[str, int]
 RESUBSCRIBE_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # between attempts to hold a subscription, per failed round
+# A subscription silent this long is PINGed, and moved to the next sentinel if no answer comes within the
+# timeout: a sentinel behind a dead path (no RST) would otherwise hold it without ever pushing a failover.
+SUBSCRIPTION_QUIET = 10.0
 
 
 class SentinelFailure(Exception):
@@ -96,6 +99,7 @@ class SentinelResolver:
         self._switched = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.subscribed: Address | None = None  # the sentinel whose +switch-master we hold, if any
+        self.quiet = SUBSCRIPTION_QUIET
         self.switches = 0
 
     # ------------------------------------------------------------------------------------------ discovery
@@ -224,7 +228,14 @@ class SentinelResolver:
                             raise SentinelFailure(*classify(reply))
             self.subscribed = sentinel
             while True:
-                for reply in await self._read(reader, parser):
+                try:
+                    async with asyncio.timeout(self.quiet):
+                        replies = await self._read(reader, parser)
+                except TimeoutError:  # quiet for long: is the sentinel still there? (PING works while subscribed)
+                    writer.write(encode("PING"))
+                    async with asyncio.timeout(self.timeout):
+                        replies = await self._read(reader, parser)
+                for reply in replies:
                     self._on_message(reply)
         finally:
             writer.close()
