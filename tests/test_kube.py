@@ -220,6 +220,7 @@ class TestConditionReason:
 class TestStandIn:
     async def test_patch_content_types(self, api: KubeAPI) -> None:
         """The stand-in answers 415 to a plain JSON patch and, like the real server, a merge patch replaces the list."""
+        rv = int(api.pods[(NS, POD)]["metadata"]["resourceVersion"])
         url = f"{api.url}/api/v1/namespaces/{NS}/pods/{POD}/status"
         body = json.dumps({"status": {"conditions": [{"type": CTYPE, "status": "True"}]}})
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -234,6 +235,7 @@ class TestStandIn:
                                   headers={**headers, "Content-Type": "application/merge-patch+json"}) as r:
                 assert r.status == 200
         assert api.condition(NS, POD, NEG["type"]) is None  # the whole list was replaced: why the gate never does this
+        assert int(api.pods[(NS, POD)]["metadata"]["resourceVersion"]) > rv  # only the accepted write bumped it
 
 
 class TestPodGate:
