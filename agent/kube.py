@@ -16,9 +16,9 @@ Wiring (the whole interface)::
     gate.status()                            # → /status["kube_gate"] (disabled_status() when the gate is off)
     await gate.stop(timeout)                 # after publishing "draining": one last best-effort sync
 
-``GateListener(gate)`` does the ``publish`` part as a verdict-store listener (``store.subscribe(listener)``,
-then ``listener.publish_snapshot(store.snapshot)`` once after ``start``); ``verdict_of(snapshot)`` is the
-mapping it uses.
+``GateListener(gate)`` (from ``agent.kube_verdict``, re-exported here) does the ``publish`` part as a
+verdict-store listener (``store.subscribe(listener)``, then ``listener.publish_snapshot(store.snapshot)`` once
+after ``start``); ``verdict_of(snapshot)`` is the mapping it uses.
 
 Behaviour: one worker task and one worker thread, so at most one API call is in flight; ``publish`` only
 records the latest value and wakes the worker, so bursts coalesce and the pod converges to the latest verdict.
@@ -42,31 +42,18 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter
 
 from agent import kube_client as kc
 from agent.kube_client import RESULTS, GateSetupError, Outcome, Session
-
-if TYPE_CHECKING:
-    from agent.model import CheckResult
-    from agent.snapshot import AgentSnapshot
-    from agent.store import Change
+from agent.kube_verdict import CONDITION_REASONS, GateListener, condition_reason, verdict_of
 
 __all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateListener", "GateSetupError", "PodGate",
            "condition_reason", "disabled_status", "gate_config", "retry_delay", "verdict_of"]
 
 log = logging.getLogger("readiness_agent")
 
-CONDITION_REASONS = {
-    None: "DependenciesReady", "refused": "RedisRefused", "timeout": "RedisTimeout", "loading": "RedisLoading",
-    "auth": "RedisAuthFailed", "tls": "RedisTLSFailed", "master_link_down": "RedisMasterLinkDown",
-    "cluster_down": "RedisClusterDown", "readonly": "RedisReadOnly", "busy": "RedisBusy",
-    "oom": "RedisOutOfMemory", "protocol": "RedisProtocolError", "dns": "RedisDNSFailed",
-    "maintenance": "Maintenance", "error": "CheckError", "draining": "Draining", "starting": "Starting",
-    "stabilizing": "Stabilizing", "degraded": "Degraded",
-}
 _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 RETRY_AFTER_MAX = 60.0  # a server asking for longer than this is not believed
@@ -111,13 +98,6 @@ def retry_delay(failures: int, outcome: Outcome, base: float, cap: float,
     if outcome.retry_after is not None:
         delay = max(delay, min(outcome.retry_after, RETRY_AFTER_MAX))
     return delay
-
-
-def condition_reason(ready: bool, reason: str | None) -> str:
-    """The condition's CamelCase reason for the agent's check reason word (``NotReady`` for unknown words)."""
-    if ready:
-        return CONDITION_REASONS[None]
-    return CONDITION_REASONS.get(reason, "NotReady") if reason is not None else "NotReady"
 
 
 def disabled_status() -> dict[str, object]:
@@ -352,38 +332,3 @@ class PodGate:
             target = "pods/status" if what == "patch" else "events"
             log.warning("kube gate: %s on %s/%s failed: %s (%s); retrying with backoff", target,
                         self.config.namespace, self.config.pod_name, outcome.result, outcome.message)
-
-
-def verdict_of(snapshot: AgentSnapshot) -> tuple[bool, str | None, str]:
-    """``(ready, reason word, message)`` for ``PodGate.publish`` from the agent's snapshot.
-
-    The reason is the first not-ready required check's ``why()`` (its failure reason, or its state while it
-    stabilizes), ``draining`` while draining; the message is ``why_not_ready()`` (``redis: refused``).
-    """
-    if snapshot.ready:
-        return True, None, "all required checks ready"
-    if snapshot.draining:
-        return False, "draining", "draining: the agent is shutting down"
-    why = next((c.why() for c in snapshot.checks.values() if c.required and not c.ready), str(snapshot.state))
-    return False, why, snapshot.why_not_ready()
-
-
-class GateListener:
-    """A verdict-store listener that publishes to a ``PodGate`` on every agent-level change or ``/readyz`` flip."""
-
-    def __init__(self, gate: PodGate) -> None:
-        self.gate = gate
-
-    def publish_snapshot(self, snapshot: AgentSnapshot) -> None:
-        """Publish the current verdict (call once right after ``gate.start()``)."""
-        self.gate.publish(*verdict_of(snapshot))
-
-    def observed(self, name: str, result: CheckResult, snapshot: AgentSnapshot) -> None:
-        """Single observations do not move the condition."""
-
-    def changed(self, change: Change) -> None:
-        if change.check is None or change.ready_flipped is not None:
-            self.publish_snapshot(change.snapshot)
-
-    def deadline_passed(self, snapshot: AgentSnapshot) -> None:
-        """The deadline does not change readiness (the verdict does)."""
