@@ -95,6 +95,11 @@ class ClientErrorHandler(logging.Handler):
         kind = type(exc).__name__ if exc is not None else "error"
         if record.levelno < logging.WARNING and exc is None:
             return
+        if not str(record.msg).startswith("Error handling request"):
+            # Not the client's doing: a handler of ours failed. Its message is ours, so it is kept (one line).
+            detail = " ".join(str(exc).split())[:200] if exc is not None else record.getMessage()
+            self.limiter.warning("handler_error", f"HTTP: a handler failed ({kind}: {detail})")
+            return
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else "a client"
         self.limiter.warning("bad_request", f"HTTP: rejected a request from {remote} ({kind})")
 

@@ -154,6 +154,43 @@ class TestErrorLogging:
         assert "Too many open files" in records[0].getMessage() and records[0].exc_info is None
 
 
+    def test_client_errors_never_quote_what_the_client_sent(self) -> None:
+        """aiohttp's "Error handling request" record keeps only the exception class (the text may quote a
+        token); a failing handler of ours keeps its message; both are one line without a traceback."""
+        import logging
+        import sys
+
+        from agent.http_limits import ClientErrorHandler, RateLimitedLog
+
+        lines: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                lines.append(record)
+
+        logger = logging.getLogger("readiness_agent")
+        keep = Keep()
+        logger.addHandler(keep)
+        try:
+            handler = ClientErrorHandler(RateLimitedLog(period=0.0))
+            try:
+                raise ValueError("Bad status line 'Authorization: Bearer s3cret-Drain-Token_42'")
+            except ValueError:
+                handler.emit(logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                               "Error handling request from %s", ("10.0.0.9",), sys.exc_info()))
+            try:
+                raise KeyError("no-such-check")
+            except KeyError:
+                handler.emit(logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                                               "Unhandled exception", (), sys.exc_info()))
+        finally:
+            logger.removeHandler(keep)
+        texts = [r.getMessage() for r in lines]
+        assert texts[0] == "HTTP: rejected a request from 10.0.0.9 (ValueError)"
+        assert "no-such-check" in texts[1] and "KeyError" in texts[1]
+        assert all(r.exc_info is None for r in lines) and "s3cret" not in " ".join(texts)
+
+
 class TestDrainToken:
     def test_non_utf8_authorization_is_401(self, tmp_path: Path) -> None:
         """``Authorization: Bearer \\xff\\xfe`` is a 401, not a 500, and the right token still drains."""
