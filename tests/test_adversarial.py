@@ -13,10 +13,13 @@ bounded in count and time: a few hundred connections, not twelve thousand). Secr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,24 @@ def drain_request(port: int, authorization: bytes | None) -> int:
     if authorization is not None:
         head += b"Authorization: " + authorization + b"\r\n"
     return http_request(port, head + b"\r\n")[0]
+
+
+@contextlib.contextmanager
+def agent_records() -> Iterator[list[logging.LogRecord]]:
+    """The records the agent's logger emits inside the block."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("readiness_agent")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(keep)
 
 
 async def _ok(_request: web.Request) -> web.Response:
@@ -126,20 +147,9 @@ class TestErrorLogging:
 
     def test_accept_errors_are_rate_limited(self) -> None:
         """10,000 failed accept() reports from the event loop become one log line, not 10,000 tracebacks."""
-        import logging
-
         from agent.http_limits import RateLimitedLog, loop_exception_handler
 
-        records: list[logging.LogRecord] = []
-
-        class Keep(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                records.append(record)
-
-        logger = logging.getLogger("readiness_agent")
-        handler = Keep()
-        logger.addHandler(handler)
-        try:
+        with agent_records() as records:
             handle = loop_exception_handler(RateLimitedLog(period=60.0))
             loop = asyncio.new_event_loop()
             try:
@@ -148,8 +158,6 @@ class TestErrorLogging:
                                   "exception": OSError(24, "Too many open files")})
             finally:
                 loop.close()
-        finally:
-            logger.removeHandler(handler)
         assert len(records) == 1
         assert "Too many open files" in records[0].getMessage() and records[0].exc_info is None
 
@@ -157,21 +165,11 @@ class TestErrorLogging:
     def test_client_errors_never_quote_what_the_client_sent(self) -> None:
         """aiohttp's "Error handling request" record keeps only the exception class (the text may quote a
         token); a failing handler of ours keeps its message; both are one line without a traceback."""
-        import logging
         import sys
 
         from agent.http_limits import ClientErrorHandler, RateLimitedLog
 
-        lines: list[logging.LogRecord] = []
-
-        class Keep(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                lines.append(record)
-
-        logger = logging.getLogger("readiness_agent")
-        keep = Keep()
-        logger.addHandler(keep)
-        try:
+        with agent_records() as lines:
             handler = ClientErrorHandler(RateLimitedLog(period=0.0))
             try:
                 raise ValueError("Bad status line 'Authorization: Bearer s3cret-Drain-Token_42'")
@@ -183,8 +181,6 @@ class TestErrorLogging:
             except KeyError:
                 handler.emit(logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
                                                "Unhandled exception", (), sys.exc_info()))
-        finally:
-            logger.removeHandler(keep)
         texts = [r.getMessage() for r in lines]
         assert texts[0] == "HTTP: rejected a request from 10.0.0.9 (ValueError)"
         assert "no-such-check" in texts[1] and "KeyError" in texts[1]
