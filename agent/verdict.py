@@ -143,7 +143,6 @@ class CheckVerdict:
         self.last_reason = reason
         if self.failing_since is None:
             self.failing_since = now
-        self.window_started = None
         flap = self._recent_failures
         flap.append(now)
         while flap and flap[0] < now - self.timing.flap_window:
@@ -207,7 +206,7 @@ def readiness(
     names = required - exclude
     if exclude and not names:
         return True
-    return aggregate_state((states[n] for n in sorted(names)), draining) is State.READY
+    return aggregate_state((states[n] for n in sorted(names)), draining=False) is State.READY
 
 
 @dataclass(slots=True)
@@ -252,16 +251,10 @@ class AgentVerdict:
         states = {n: c.state for n, c in self.checks.items()}
         return readiness(states, self.required, mode=self.mode, started=self.started, draining=self.draining)
 
-    def check_deadline(self, now: float) -> bool:
-        """Set and return ``deadline_exceeded`` when the startup deadline passed without ``ready``."""
-        if (
-            not self.deadline_exceeded
-            and self.first_ready_at is None
-            and now - self.started_at >= self.startup_timeout
-        ):
+    def check_deadline(self, now: float) -> None:
+        """Set ``deadline_exceeded`` once the startup deadline passed without ``ready`` (it stays set)."""
+        if self.first_ready_at is None and now - self.started_at >= self.startup_timeout:
             self.deadline_exceeded = True
-            return True
-        return False
 
     def deadline_remaining(self, now: float) -> float | None:
         """Seconds left before the startup deadline, or None once ready or exceeded."""
