@@ -16,9 +16,12 @@ own redis-server, beside one idle redis-server:
 
 Over each of ``windows`` steady windows, Redis CPU per client is ``(Δ used_cpu_user+used_cpu_sys of the
 group's server − Δ of the idle server) / window / n`` (``INFO cpu`` at both ends, all servers read back to
-back), and connections per client are ``(connected_clients − 1) / n``. Running the groups side by side puts
-them under the same machine load (this machine is shared), and each ratio is taken within one window; the
-figure is the median over windows. Then, for the defaults, Redis is killed, held down for a short outage
+back), and connections per client are ``(connected_clients − 1) / n``. The redis-servers are pinned to the
+first CPU and every client to the others (``taskset``): on this 2-CPU machine a client's own work would
+otherwise evict the caches of the Redis it talks to, which makes a heavier client (a Python agent) look
+costlier to Redis than a light one (``redis-cli``) for the same syscalls (production runs them apart).
+Running the groups side by side puts them under the same machine load (this machine is shared), and each
+ratio is taken within one window; the figure is the median over windows. Then, for the defaults, Redis is killed, held down for a short outage
 (< ``backoff_after``), restarted on the same port, and ``INFO`` is sampled every 20 ms to time the
 reconnections; the same with ``--jitter 0`` shows what jitter buys. Kill → 503 is timed for one agent of each
 profile. The per-client figures are extrapolated to 1,000 and 10,000 pods.
@@ -27,6 +30,7 @@ profile. The per-client figures are extrapolated to 1,000 and 10,000 pods.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import subprocess
@@ -58,6 +62,18 @@ SAMPLE = 0.02  # INFO sampling period during a reconnect burst
 OUTAGE = 2.0  # < backoff_after: agents retry every retry_interval (±jitter) while Redis is down
 LOW_COST = ("--interval", "10s")  # the large-fleet profile (docs/design.md, "Large fleets")
 EXEC_PERIOD = 10.0  # the kubelet's default periodSeconds
+# Redis servers on the first CPU, every client on the others (as in production, where they run on other
+# machines): a client's own work must not evict the caches of the Redis it is measured against.
+_CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPUS, CLIENT_CPUS = str(_CPUS[0]), ",".join(map(str, _CPUS[1:] or _CPUS))
+
+
+def _pin(pid: int, cpus: str) -> None:
+    """Move a process and all its threads onto ``cpus`` (``taskset -apc``)."""
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("taskset not found")
+    subprocess.run([taskset, "-apc", cpus, str(pid)], capture_output=True, check=True)
 
 
 @dataclass
@@ -180,6 +196,7 @@ def _ping_clients(server: RedisProcess, n: int) -> Iterator[None]:
         for _ in range(n):
             procs.append(REAPER.spawn([cli, "-h", server.host, "-p", str(server.port), "-r", "-1", "-i", "1",
                                        "ping"]))
+            _pin(procs[-1].pid, CLIENT_CPUS)
             time.sleep(1.0 / n)  # spread the phases over the second
         yield
     finally:
@@ -198,14 +215,15 @@ def _redis_cli() -> str:
 def _exec_probes(server: RedisProcess, n: int) -> Iterator[None]:
     """``redis-cli ping`` every EXEC_PERIOD s per pod: n/EXEC_PERIOD spawns per second, evenly spaced."""
     cli = _redis_cli()
+    taskset = shutil.which("taskset") or "taskset"
     stop = threading.Event()
 
     def run() -> None:
         gap = EXEC_PERIOD / n
         next_at = time.monotonic()
         while not stop.is_set():
-            subprocess.run([cli, "-h", server.host, "-p", str(server.port), "ping"], capture_output=True,
-                           timeout=5, check=False)
+            subprocess.run([taskset, "-c", CLIENT_CPUS, cli, "-h", server.host, "-p", str(server.port), "ping"],
+                           capture_output=True, timeout=5, check=False)
             next_at += gap
             stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -257,6 +275,8 @@ def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, G
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in names}
         idle = stack.enter_context(RedisProcess()).start()
+        for server in [*servers.values(), idle]:
+            _pin(server.pid, SERVER_CPUS)
         stack.enter_context(_ping_clients(servers["ping/s"], n))
         stack.enter_context(_exec_probes(servers["exec probe"], n))
         fleets = {name: _fleet(stack, servers[name], n, args)
@@ -265,6 +285,8 @@ def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, G
         for agent in agents:
             agent.wait_live(timeout=120, period=0.05)
         _all_ready(agents, timeout=90)
+        for agent in agents:
+            _pin(agent.pid, CLIENT_CPUS)
         time.sleep(2.0)  # every agent on its steady schedule
         cpu0 = {a.pid: cpu_seconds(a.pid) for a in fleets["defaults"]}
         t0 = time.monotonic()
@@ -397,7 +419,8 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
         ]
     section.notes.append(
         f"Method: the four groups of {n} clients side by side, each against its own redis-server, beside an idle "
-        f"one; {len(shipped.windows)} windows of {shipped.seconds / max(1, len(shipped.windows)):.0f} s. Redis CPU "
+        f"one; {len(shipped.windows)} windows of {shipped.seconds / max(1, len(shipped.windows)):.0f} s; servers "
+        f"pinned to CPU {SERVER_CPUS}, clients to CPU {CLIENT_CPUS} (taskset). Redis CPU "
         "per client = (Δ INFO used_cpu_user+sys of the group's server − Δ of the idle server) / window / clients, "
         "median over windows; ratios are taken within each window (median, and range over windows); connections "
         "per client = (connected_clients − 1) / clients.")
