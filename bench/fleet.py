@@ -23,8 +23,8 @@ costlier to Redis than a light one (``redis-cli``) for the same syscalls (produc
 Running the groups side by side puts them under the same machine load (this machine is shared), and each
 ratio is taken within one window; the figure is the median over windows. Then, for the defaults, Redis is
 killed, held down for a short outage (< ``backoff_after``), restarted on the same port, and ``INFO`` is
-sampled every 20 ms to time the reconnections; the same with ``--jitter 0`` shows what jitter buys. Kill → 503 is timed for one agent of each
-profile. The per-client figures are extrapolated to 1,000 and 10,000 pods.
+sampled every 20 ms to time the reconnections; the same with ``--jitter 0`` shows what jitter buys. Kill →
+503 is timed for one agent of each profile. The per-client figures are extrapolated to 1,000 and 10,000 pods.
 """
 
 from __future__ import annotations
