@@ -239,6 +239,38 @@ class TestDrainToken:
             assert drain_request(agent.port, b"Bearer " + TOKEN.encode()) == 202
 
 
+class TestDrainTokenRules:
+    @pytest.mark.parametrize("header", [
+        None, "", "Bearer", "Bearer ", "Basic " + TOKEN, "Bearer " + TOKEN + "x", "Bearer " + TOKEN[:-1],
+        "Bearer \udcff\udcfe", "Bearer " + "é" * 8, "Bearer " + TOKEN + " extra", "Bearer " + "A" * 5000,
+    ])
+    async def test_anything_but_the_token_is_refused(self, tmp_path: Path, header: str | None) -> None:
+        """Missing, wrong, truncated, non-ASCII (as aiohttp decodes \xff\xfe), oversized or odd headers are
+        refused without an exception."""
+        from agent.drain_token import DrainToken
+
+        path = tmp_path / "token"
+        path.write_text(f"  {TOKEN}\n")
+        token = DrainToken(str(path))
+        assert not await token.authorizes(header)
+        assert await token.authorizes(f"bearer {TOKEN}")
+
+    @pytest.mark.parametrize(("content", "problem"), [
+        (b"", "is empty"), (b"  \n", "is empty"), (b"\xff\xfe", "is not UTF-8 text"),
+        ("tök€n".encode(), "does not hold a token"), (b"two words", "does not hold a token"),
+    ])
+    async def test_an_unusable_file_is_a_problem_not_a_token(self, tmp_path: Path, content: bytes,
+                                                            problem: str) -> None:
+        """An empty, non-UTF-8 or non-token file authorizes nothing and says why (never its content)."""
+        from agent.drain_token import DrainToken
+
+        path = tmp_path / "token"
+        path.write_bytes(content)
+        token = DrainToken(str(path))
+        assert not await token.authorizes("Bearer two")
+        assert token.problem is not None and token.problem.startswith(problem)
+
+
 class TestSignals:
     def test_sigterm_exit_is_bounded_by_the_drain_with_a_body_held_open(self) -> None:
         """SIGTERM with --drain-seconds 0 while a client holds an unfinished request body: exit 0 within a
