@@ -1,0 +1,56 @@
+"""The agent's tasks end when it is stopped, whatever its checks are doing: stop is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.commands import wait_ready
+from agent.config import load_settings
+from agent.scheduler import Agent
+from agent.settings import Platform
+from tests.support.redisproc import RedisProcess
+
+
+class TestStop:
+    async def test_stop_ends_every_task_with_a_failing_optional_check(self, redis_proc: RedisProcess,
+                                                                       tmp_path: Path) -> None:
+        """With one check ready and an optional one failing auth on every round, stop returns promptly.
+
+        A cancelled check loop once swallowed its own cancellation while closing a connection and ran on for
+        good, so ``wait`` printed "ready" and never exited.
+        """
+        redis_proc.cli("ACL", "SETUSER", "u0", "on", ">pw0-Abcdefgh", "~*", "&*", "+@all")
+        port = redis_proc.port
+        config = tmp_path / "agent.yaml"
+        config.write_text(
+            "window: 0\nchecks:\n"
+            f"  - {{name: a, url: 'redis://u0:pw0-Abcdefgh@127.0.0.1:{port}/0'}}\n"
+            f"  - {{name: b, required: false, url: 'redis://x:wrong-password@127.0.0.1:{port}/0'}}\n"
+        )
+        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t"), config_file=str(config))
+        for pause in (0.0, 0.0, 0.001, 0.01, 0.05):  # the cancellation may land anywhere in a round
+            before = len(asyncio.all_tasks())
+            agent = Agent(settings)
+            await agent.start()
+            async with asyncio.timeout(5):
+                await agent.store.ready.wait()
+            await asyncio.sleep(pause)
+            started = time.monotonic()
+            await asyncio.wait_for(agent.stop(), 3)
+            assert time.monotonic() - started < 3
+            assert len(asyncio.all_tasks()) == before
+
+    async def test_wait_command_returns_after_ready(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
+        """``wait`` (the real command coroutine) returns 0 soon after ready, with a failing optional check."""
+        redis_proc.cli("ACL", "SETUSER", "u0", "on", ">pw0-Abcdefgh", "~*", "&*", "+@all")
+        config = tmp_path / "agent.yaml"
+        config.write_text(
+            "window: 0\nchecks:\n"
+            f"  - {{name: a, url: 'redis://u0:pw0-Abcdefgh@127.0.0.1:{redis_proc.port}/0'}}\n"
+            f"  - {{name: b, required: false, url: 'redis://x:y@127.0.0.1:{redis_proc.port}/0'}}\n"
+        )
+        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t"), config_file=str(config))
+        for _ in range(3):
+            assert await asyncio.wait_for(wait_ready(settings, 2.0), 4) == 0
