@@ -84,8 +84,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 max_wait = parse_duration(args.max_wait)
             except ValueError as exc:
                 raise ConfigError(f"invalid --max-wait {args.max_wait!r}: {exc}") from None
-        if settings.kube_readiness_gate:
-            raise ConfigError("--kube-readiness-gate is not available in this version yet (see README)")
+        gate = None
+        if settings.kube_readiness_gate and args.command == "run":
+            from agent.kube import gate_config  # does not import the kubernetes client
+
+            try:
+                gate = gate_config(env, settings.kube_condition_type, settings.kubeconfig)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     except ConfigError as exc:
         sys.stderr.write(f"readiness-agent: error: {exc}\n")
         return EXIT_USAGE
@@ -99,7 +105,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.warning("%s", warning)
     try:
         if args.command == "run":
-            return asyncio.run(run(settings))
+            return asyncio.run(run(settings, gate))
         if args.command == "check":
             return asyncio.run(check_once(settings))
         assert max_wait is not None

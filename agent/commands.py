@@ -12,12 +12,17 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.settings import Settings, Source
 
+if TYPE_CHECKING:
+    from agent.kube import GateConfig, PodGate
+    from agent.scheduler import Agent
+
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+GATE_STOP_TIMEOUT = 2.0  # seconds for the gate's last write at exit, within the platform's grace period
 log = logging.getLogger("readiness_agent")
 
 
@@ -41,15 +46,18 @@ def _log_settings(settings: Settings) -> None:
         log.info("check %s: %s %s (%s)", c.name, c.kind, c.describe(), "required" if c.required else "optional")
 
 
-async def run(settings: Settings) -> int:
-    """The sidecar: serve probes and metrics until SIGTERM/SIGINT, then drain and exit 0."""
+async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
+    """The sidecar: serve probes and metrics until SIGTERM/SIGINT, then drain and exit 0.
+
+    With ``gate_config`` (``--kube-readiness-gate``) the verdict is also pushed into the pod's condition.
+    """
     from prometheus_client import CollectorRegistry, disable_created_metrics
 
     from agent.history import History
     from agent.http_limits import IDLE_TIMEOUT, RateLimitedLog, loop_exception_handler, raise_nofile_limit
     from agent.metrics import Metrics
     from agent.scheduler import Agent
-    from agent.server import bound_port, make_app, serve
+    from agent.server import GateView, bound_port, make_app, serve
     from agent.verdict_log import VerdictLog
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition
@@ -58,7 +66,12 @@ async def run(settings: Settings) -> int:
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
     agent.store.subscribe(VerdictLog(agent.clock, serving=True))
     agent.store.subscribe(History(agent.clock))
-    app = make_app(agent, registry)
+    gate = None
+    if gate_config is not None:
+        from agent.kube import PodGate
+
+        gate = PodGate(gate_config, registry)
+    app = make_app(agent, registry, GateView(gate.status if gate is not None else None))
     signals: asyncio.Queue[int] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     # Client-provoked loop errors (a failed accept() under a full file table) are one line per 10 s, not a
@@ -84,13 +97,33 @@ async def run(settings: Settings) -> int:
         log.info("listening on %s (port %d)", listen, bound_port(listening))
         log.info("HTTP limits: at most %d connections (open-file limit %d), idle connections closed after %gs",
                  listening.limiter.cap, nofile, IDLE_TIMEOUT)
+        if gate is not None and not await _start_gate(gate, agent):
+            return EXIT_USAGE
         await agent.start()
         # Start-up objects (modules, settings, the app) live for good: keep the collector off them.
         gc.freeze()
         return await _until_stopped(agent.store.deadline_event, settings, signals, agent.drain)
     finally:
         await stack.aclose()  # closes every connection within SHUTDOWN_TIMEOUT, held bodies included
+        if gate is not None:
+            await gate.stop(GATE_STOP_TIMEOUT)  # one last best-effort write of the final verdict (Draining)
         await agent.stop()
+
+
+async def _start_gate(gate: PodGate, agent: Agent) -> bool:
+    """Load the gate's credentials (off the loop) and subscribe it; False after a one-line error."""
+    from agent.kube import GateListener, GateSetupError
+
+    try:
+        await gate.start()
+    except GateSetupError as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"readiness-agent: error: {exc}\n")
+        return False
+    listener = GateListener(gate)
+    agent.store.subscribe(listener)
+    listener.publish_snapshot(agent.snapshot)
+    return True
 
 
 def _sighup() -> None:

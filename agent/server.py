@@ -34,6 +34,16 @@ from agent.status import status_document
 
 AGENT = web.AppKey("agent", Agent)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What ``/status`` reads of the readiness gate: its status, or None when the gate is off."""
+
+    status: Callable[[], dict[str, object]] | None = None
+
+
+GATE = web.AppKey("gate", GateView)
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -118,8 +128,9 @@ async def startupz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     """JSON status for humans and scripts."""
     agent = request.app[AGENT]
+    gate = request.app[GATE].status
     document = status_document(agent.snapshot, agent.settings, agent.clock(), agent.healthy(),
-                               history_of(agent.store.listeners))
+                               history_of(agent.store.listeners), gate() if gate is not None else None)
     return web.json_response(document, dumps=lambda d: json.dumps(d, indent=2))
 
 
@@ -142,11 +153,12 @@ def drain_handler(token: DrainToken) -> Callable[[web.Request], Any]:
     return drain
 
 
-def make_app(agent: Agent, registry: CollectorRegistry) -> web.Application:
+def make_app(agent: Agent, registry: CollectorRegistry, gate: GateView | None = None) -> web.Application:
     """The aiohttp application; the agent's lifetime is managed by the caller."""
     app = web.Application()
     app[AGENT] = agent
     app[REGISTRY] = registry
+    app[GATE] = gate or GateView()
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/readyz/{check}", readyz_one)

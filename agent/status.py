@@ -42,7 +42,7 @@ def _check(check: CheckSnapshot, now: float) -> dict[str, Any]:
 
 
 def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy: bool,
-                    history: History | None = None) -> dict[str, Any]:
+                    history: History | None = None, gate: dict[str, object] | None = None) -> dict[str, Any]:
     """The ``/status`` JSON for ``snap`` at monotonic time ``now``; ``history`` gives ``transitions``."""
     remaining = snap.deadline_remaining(now)
     return {
@@ -66,6 +66,7 @@ def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy
         "runtime": {"asyncio_tasks": len(asyncio.all_tasks()), "healthy": healthy},
         "checks": {name: _check(check, now) for name, check in snap.checks.items()},
         "transitions": [] if history is None else history.document(now),
+        "kube_gate": gate if gate is not None else {"enabled": False},
         "settings": settings.effective(),
         "config_file": settings.config_file,
         "time": time.time(),

@@ -11,7 +11,6 @@ doubles what the check costs the server in connections, and it needs the channel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import time
@@ -124,8 +123,7 @@ class Subscriber:
         """Close it and wait for the reader task."""
         self._end(None)
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait([self._task])  # never swallows the caller's own cancellation
 
 
 class PubSubRoundTrip:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import socket
 import ssl
 from typing import Any
@@ -113,8 +112,9 @@ class RespConnection:
     async def aclose(self) -> None:
         """Close it and wait for its reader task to end."""
         self.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # asyncio.wait, not ``await task``: a CancelledError here must be our caller's own cancellation,
+        # never swallowed (suppressing it made a cancelled check loop run on for good).
+        await asyncio.wait([self._task])
 
 
 class RedisEndpoint:

@@ -266,5 +266,4 @@ class SentinelResolver:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # never swallows the caller's own cancellation
