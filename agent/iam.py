@@ -175,6 +175,12 @@ class TokenProvider:
         self.attempts = 0
         self._closed = False
 
+    def poke(self) -> None:
+        """Start a refresh in the background when one is due (no waiting): called at every check, so a token
+        is renewed before it expires even while no new connection is needed."""
+        if self._value is None or self.clock() >= self._refresh_at:
+            self._maybe_start(self.clock())
+
     def cached(self) -> str | None:
         """A token that is still valid now, without any I/O (None if there is none)."""
         return self._value if self.clock() < self._expires else None

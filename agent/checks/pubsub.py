@@ -11,6 +11,7 @@ doubles what the check costs the server in connections, and it needs the channel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -27,6 +28,7 @@ from agent.model import Reason
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 CHANNEL_PREFIX = "readiness-agent:pubsub"
 READ_CHUNK = 64 * 1024
+CLOSE_WAIT = 0.5  # bound on waiting for a closed connection to finish closing
 
 
 class Subscriber:
@@ -120,10 +122,13 @@ class Subscriber:
         self._writer.close()
 
     async def aclose(self) -> None:
-        """Close it and wait for the reader task."""
+        """Close it and wait for the reader task and the close itself (a TLS close takes a few loop passes)."""
         self._end(None)
         self._task.cancel()
-        await asyncio.wait([self._task])  # never swallows the caller's own cancellation
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_WAIT)
 
 
 class PubSubRoundTrip:
