@@ -2,10 +2,10 @@
 
 Every check is one pipelined write and one round trip on the one connection the check holds: ``PING`` (must
 answer exactly ``PONG``: ``-LOADING``, ``-BUSY``, ``-MASTERDOWN``, ``-MISCONF``, ``-NOAUTH`` all fail it),
-``ROLE`` (a replica's master link, or a replica where the master is required; on a healthy master only with
-every ``ROLE_EVERY``-th check), and, if configured, ``EXISTS`` on a maintenance key. ``INFO persistence
-replication`` (``loading``, ``async_loading``) costs ten times a PING inside Redis, so it is sent only with
-the first check on each new connection and after a check that ROLE failed, to name the reason precisely.
+``ROLE`` (a replica's master link, or a replica where the master is required), and, if configured,
+``EXISTS`` on a maintenance key. ``INFO persistence replication`` (``loading``, ``async_loading``) costs ten
+times a PING inside Redis, so it is sent only with the first check on each new connection and after a check
+that ROLE failed, to name the reason precisely.
 Design choices, each from a real failure mode (docs/design.md):
 
 * no retries hide ``-LOADING``, and every check is bounded by ``asyncio.timeout``;
@@ -37,10 +37,6 @@ from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
 Failure = tuple[Reason, str]
-# On a healthy master (and unless the check requires the master), ROLE goes with every ROLE_EVERY-th check:
-# its reply costs Redis about a third more than a PING round trip, and a master's role rarely changes (a
-# Sentinel failover also kills the clients of the demoted master, which the held connection sees at once).
-ROLE_EVERY = 5
 
 
 class _ErrorReply(Exception):
@@ -69,7 +65,6 @@ class RedisCheck:
         self._role = True  # ROLE may be run
         self._info: tuple[str, ...] | None = ("persistence", "replication")  # None: INFO may not be run
         self._ask_info = True  # send INFO with the next check
-        self._role_due = 0  # checks until ROLE is sent again (0: with the next one)
         self._warned = False
 
     async def _drop(self) -> None:
@@ -90,7 +85,6 @@ class RedisCheck:
             await self._drop()
             raise
         except _ErrorReply as exc:  # -LOADING, -BUSY, -MASTERDOWN…: a complete answer, the connection stays
-            self._role_due = 0
             reason, detail = classify(exc.reply)
             return CheckResult(False, self.clock() - started, reason, detail)
         except Exception as exc:  # handshake refused, timeout, reset, protocol: the connection goes
@@ -98,7 +92,6 @@ class RedisCheck:
             reason, detail = classify(exc)
             return CheckResult(False, self.clock() - started, reason, detail)
         if failure is not None:
-            self._role_due = 0
             return CheckResult(False, self.clock() - started, failure[0], failure[1])
         return CheckResult(True, self.clock() - started)
 
@@ -110,7 +103,7 @@ class RedisCheck:
             self._conn = conn
             self.watch.hold(conn)
             handshake = self.endpoint.handshake()
-            self._ask_info, self._role_due = True, 0
+            self._ask_info = True
         probe = self._commands()
         replies = await conn.pipeline(*handshake, *probe)
         for command, reply in zip(handshake, replies, strict=False):
@@ -122,10 +115,8 @@ class RedisCheck:
 
     def _commands(self) -> list[tuple[str, ...]]:
         commands: list[tuple[str, ...]] = [("PING",)]
-        if self._role and self._role_due <= 0:
+        if self._role:
             commands.append(("ROLE",))
-        else:
-            self._role_due -= 1
         if self._info is not None and (self._ask_info or not self._role):
             commands.append(("INFO", *(self._info if self._role else ("replication",))))
         if self.config.maintenance_key:
@@ -159,10 +150,7 @@ class RedisCheck:
             return None
         if isinstance(reply, rx.ResponseError):
             raise _ErrorReply(reply)
-        failure = judge_role(reply, self.config.require_master)
-        steady = failure is None and reply[0] == b"master" and not self.config.require_master
-        self._role_due = ROLE_EVERY - 1 if steady else 0
-        return failure
+        return judge_role(reply, self.config.require_master)
 
     def _judge_info(self, reply: Any) -> Failure | None:
         if reply is None:
