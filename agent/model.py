@@ -59,13 +59,19 @@ class Origin(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One observation. ``detail`` is for humans (logs, /status) and never holds secrets."""
+    """One observation. ``detail`` is for humans (logs, /status) and never holds secrets.
+
+    ``conclusive`` marks a failure that leaves no doubt the dependency is gone — a *fresh* connection was
+    refused or reset while connecting (nothing listens) — as opposed to a timeout, an error reply or a dropped
+    connection, which are weighed with the failure threshold (docs/design.md, "Evidence").
+    """
 
     ok: bool
     latency: float
     reason: Reason | None = None
     detail: str = ""
     origin: Origin = Origin.PROBE
+    conclusive: bool = False
 
 
 class Check(Protocol):

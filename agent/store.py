@@ -85,7 +85,7 @@ class VerdictStore:
         now = self.clock()
         record.last, record.last_at = result, now
         record.checks_run += 1
-        change = record.verdict.observe(result.ok, now, result.reason)
+        change = record.verdict.observe(result.ok, now, result.reason, result.conclusive)
         agent_change, flipped = self._refresh(now)
         self._notify(lambda listener: listener.observed(name, result, self.snapshot))
         if change is not None:

@@ -80,14 +80,19 @@ class CheckVerdict:
     last_ok: bool | None = None
     _recent_failures: deque[float] = field(default_factory=deque)
 
-    def observe(self, ok: bool, now: float, reason: Reason | None = None) -> Transition | None:
-        """Record one observation at ``now``; return the transition it caused, if any."""
+    def observe(self, ok: bool, now: float, reason: Reason | None = None,
+                conclusive: bool = False) -> Transition | None:
+        """Record one observation at ``now``; return the transition it caused, if any.
+
+        A ``conclusive`` failure (nothing listens any more) takes a ready check out at once; every other
+        failure counts toward the threshold and the flap window.
+        """
         if self.state is State.DRAINING:
             return None
         self.last_ok = ok
         if ok:
             return self._on_success(now)
-        return self._on_failure(now, reason or Reason.ERROR)
+        return self._on_failure(now, reason or Reason.ERROR, conclusive)
 
     def drain(self, now: float) -> Transition | None:
         """Enter the final ``draining`` state."""
@@ -137,7 +142,7 @@ class CheckVerdict:
                 return self._enter_ready(now)
         return None
 
-    def _on_failure(self, now: float, reason: Reason) -> Transition | None:
+    def _on_failure(self, now: float, reason: Reason, conclusive: bool = False) -> Transition | None:
         self.consecutive_successes = 0
         self.consecutive_failures += 1
         self.last_reason = reason
@@ -148,7 +153,7 @@ class CheckVerdict:
         while flap and flap[0] < now - self.timing.flap_window:
             flap.popleft()
         fallback = State.DEGRADED if self.ever_ready else State.STARTING
-        if reason is Reason.MAINTENANCE:
+        if reason is Reason.MAINTENANCE or (conclusive and self.state is State.READY):
             return self._move(State.DEGRADED, now, reason)
         if self.state is State.STABILIZING:
             return self._move(fallback, now, reason)
