@@ -118,6 +118,20 @@ class TestTokenProvider:
         assert second == metadata.token and second != first
         assert 0.9 <= elapsed < 2.0  # refresh at half the 2 s life (expires_in is counted from the server's answer)
 
+    async def test_poke_renews_in_the_background_without_a_caller_waiting(self, metadata: MetadataServer) -> None:
+        """poke() (called at every check) renews a due token though no new connection asks for one."""
+        metadata.lifetime = 2
+        provider = TokenProvider()
+        first = await provider.token(5.0)
+        metadata.rotate()
+        deadline = time.monotonic() + 2 * 1.0 + 1
+        while provider.cached() in (first, None):
+            provider.poke()
+            assert time.monotonic() < deadline, "no renewal before the token expired"
+            await asyncio.sleep(0.02)
+        assert provider.cached() == metadata.token != first
+        assert len(metadata.token_requests) == 2
+
     async def test_old_token_kept_while_refresh_fails(self, metadata: MetadataServer,
                                                       caplog: pytest.LogCaptureFixture) -> None:
         """A failing refresh keeps the still-valid token in use and says so once, without the token."""
