@@ -3,9 +3,9 @@
 No metadata server can run on the test machine, so this aiohttp server (in its own thread, so a synchronous
 client such as google-auth, or another process, can use it while the test blocks) implements the wire
 protocol of exactly the endpoints google-auth's application-default credentials call on GCE, GKE (Workload
-Identity's gke-metadata-server answers the same paths) and Cloud Run, following the documented behaviour
-(https://cloud.google.com/compute/docs/metadata/querying-metadata and
-https://cloud.google.com/compute/docs/access/authenticate-workloads#applications):
+Identity's gke-metadata-server answers the same paths) and Cloud Run, following the Compute Engine
+documentation ("Query VM metadata"; "Authenticate workloads using service accounts") and what google-auth
+2.63's client sends and expects:
 
 - ``GET /`` (google-auth's detection ping, at ``GCE_METADATA_IP``) → 200 with ``Metadata-Flavor: Google``.
 - ``GET /computeMetadata/v1/project/project-id`` → the project id as text.
