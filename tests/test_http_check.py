@@ -256,3 +256,23 @@ class TestHttpsCheck:
             assert result.reason is Reason.TLS and "mismatch" in result.detail.lower()
         finally:
             await check.close()
+
+    async def test_ca_rotation_and_a_vanished_ca_file(self, serve: Serve, tmp_path: Path) -> None:
+        """A server moved to a new CA passes once the CA file holds it; a removed CA file is reason tls."""
+        old, new = Authority(tmp_path, "old"), Authority(tmp_path, "new")
+        ca_file = tmp_path / "bundle.pem"
+        ca_file.write_bytes(old.pem)
+        base = await serve(Service(), server_context(new.issue("server", ips=("127.0.0.1",))))
+        check = http_check(base + "/ok", ca_file=str(ca_file))
+        try:
+            assert (await check.run()).reason is Reason.TLS
+            (tmp_path / "next.pem").write_bytes(old.pem + new.pem)
+            (tmp_path / "next.pem").replace(ca_file)
+            assert (await check.run()).ok
+            ca_file.unlink()
+            assert (await check.run()).ok  # the kept connection needs no CA
+            await check.close()
+            result = await check.run()
+            assert result.reason is Reason.TLS and str(ca_file) in result.detail, result
+        finally:
+            await check.close()

@@ -7,9 +7,10 @@ status is in the expected range (``200-399`` by default, as a Kubernetes ``httpG
 verifies the chain against a CA file (or the system CAs) and the host name, as every TLS client here does.
 
 One keep-alive connection is reused between checks (aiohttp's connector, limit 1), so a healthy service costs
-one request per interval, not a handshake. The body is not read beyond ``MAX_BODY``: a health endpoint that
-streams for ever cannot hold the check. The target shown in logs and ``/status`` drops user info and query
-(either may carry a credential).
+one request per interval, not a handshake; after any failure it is dropped, and the next one uses the CA file
+as it is then (agent/tls.py re-reads it when it changed: a rotation; gone, it is reason ``tls``). The body is
+not read beyond ``MAX_BODY``: a health endpoint that streams for ever cannot hold the check. The target shown
+in logs and ``/status`` drops user info and query (either may carry a credential).
 """
 
 from __future__ import annotations
@@ -24,18 +25,15 @@ import aiohttp
 from agent import __version__
 from agent.http_target import HttpTarget
 from agent.model import CheckResult, Reason
+from agent.tls import TlsFileError, TlsMaterial
 
 MAX_BODY = 64 * 1024
 
 
-def _ssl_context(target: HttpTarget) -> ssl.SSLContext | bool:
-    if not target.url.lower().startswith("https:"):
-        return False
-    return ssl.create_default_context(cafile=target.ca_file)
-
-
 def classify_http(exc: BaseException) -> tuple[Reason, str]:
     """A client error as a reason and a secret-free detail."""
+    if isinstance(exc, TlsFileError):
+        return Reason.TLS, exc.detail
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return Reason.TIMEOUT, "no HTTP answer within the check timeout"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
@@ -70,13 +68,15 @@ class HttpCheck:
         self.timeout = timeout
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._ssl = _ssl_context(target)
+        # The CA file is re-read when it changes (a rotation), at the next new connection (agent/tls.py).
+        self._tls = TlsMaterial(target.ca_file) if target.url.lower().startswith("https:") else None
         low, high = target.status
         self._expected = str(low) if low == high else f"{low}-{high}"
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=1, use_dns_cache=False)
+            context = self._tls.context() if self._tls is not None else False
+            connector = aiohttp.TCPConnector(ssl=context, limit=1, use_dns_cache=False)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": f"readiness-agent/{__version__}"},
                 auto_decompress=False, trust_env=False)
