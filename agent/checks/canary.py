@@ -88,7 +88,6 @@ class WriteCanary:
         self.ttl_ms = max(1, round(ttl * 1000))
         self.cadence = Cadence(interval, clock)
         self.wall = wall
-        self.last: Failure | None = None
 
     @property
     def due(self) -> bool:
@@ -107,7 +106,6 @@ class WriteCanary:
                                "during a failover, or the server is stalled)") from None
         failure = self._judge(set_reply, get_reply, value)
         self.cadence.record(failure is None)
-        self.last = failure
         return failure
 
     async def close(self) -> None:

@@ -148,7 +148,6 @@ class PubSubRoundTrip:
         self.subscriber: Subscriber | None = None
         self._serial = itertools.count(1)
         self._token = os.urandom(6).hex()
-        self.last: Failure | None = None
 
     @property
     def due(self) -> bool:
@@ -170,7 +169,6 @@ class PubSubRoundTrip:
         if failure is not None:
             await self.drop()
         self.cadence.record(failure is None)
-        self.last = failure
         return failure
 
     async def _round_trip(self, publisher: Pipeliner, deadline: float) -> Failure | None:
