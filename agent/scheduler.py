@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checks import build_check
-from agent.model import Check, CheckResult, MonitorUnavailable, Origin, Reason
+from agent.model import Check, CheckResult, MonitorUnavailable, Origin
 from agent.settings import Settings
 from agent.snapshot import AgentSnapshot
 from agent.store import VerdictStore
@@ -53,6 +53,7 @@ class Agent:
         self.checks = {c.name: c for c in built}
         self.store = VerdictStore(built, self.timing, settings.mode, settings.startup_timeout, clock)
         self._wakeups = {name: _Wakeups() for name in self.checks}
+        self.connection_drops = {name: 0 for name in self.checks}  # held connections the server ended
         self._tasks: list[asyncio.Task[None]] = []
         self._forever: list[asyncio.Task[None]] = []  # must never end: /livez fails if one does
         self.heartbeat = clock()
@@ -150,9 +151,11 @@ class Agent:
             error = lost.exception()
             if error is not None:
                 raise error
-            wakeups.succeeded.clear()  # reconnect only after a check has succeeded again
-            self.record(name, CheckResult(False, 0.0, Reason.REFUSED, "connection closed by the server",
-                                            Origin.MONITOR))
+            # A dropped connection is a question, not an answer (docs/design.md, "Evidence"): nothing is
+            # recorded; the check runs at once on a fresh connection, and only its answer counts — refused
+            # there means nothing listens (conclusive), a success means nothing failed.
+            wakeups.succeeded.clear()  # watch again only after a check has succeeded again
+            self.connection_drops[name] += 1
             wakeups.wake.set()
 
     async def _deadline(self) -> None:

@@ -30,13 +30,21 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checkconfig import CheckConfig
-from agent.checks.redis_conn import RedisEndpoint, RespConnection
+from agent.checks.redis_conn import ConnectionLost, RedisEndpoint, RespConnection
 from agent.checks.redis_monitor import ConnectionWatch
 from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
 from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
 Failure = tuple[Reason, str]
+
+
+class _NothingListens(Exception):
+    """A fresh connection was refused or reset while connecting: conclusive evidence that Redis is gone."""
+
+
+# How a connection that worked before fails when the server (or something in between) dropped it.
+_DROPPED = (ConnectionLost, ConnectionResetError, BrokenPipeError)
 
 
 class _ErrorReply(Exception):
@@ -78,12 +86,25 @@ class RedisCheck:
         started = self.clock()
         if self._conn is not None and (not self._conn.is_open or self.endpoint.credentials_changed()):
             await self._drop()  # the server ended it (the watch reported that), or new credentials
+        reused = self._conn is not None and self._conn.used
         try:
             async with asyncio.timeout(self.timeout):
-                failure = await self._attempt()
+                try:
+                    failure = await self._attempt()
+                except _DROPPED:
+                    if not reused:
+                        raise
+                    # A dropped connection is a question, not an answer: ask again on a fresh one, once,
+                    # within the same timeout (an idle-timeout or a proxy recycling connections is not a fault).
+                    await self._drop()
+                    failure = await self._attempt()
         except asyncio.CancelledError:
             await self._drop()
             raise
+        except _NothingListens as exc:
+            await self._drop()
+            reason, detail = classify(exc.__cause__ or exc)
+            return CheckResult(False, self.clock() - started, reason, detail, conclusive=True)
         except _ErrorReply as exc:  # -LOADING, -BUSY, -MASTERDOWN…: a complete answer, the connection stays
             reason, detail = classify(exc.reply)
             return CheckResult(False, self.clock() - started, reason, detail)
@@ -99,7 +120,10 @@ class RedisCheck:
         conn = self._conn
         handshake: list[tuple[str, ...]] = []
         if conn is None:
-            conn = await self.endpoint.connect()
+            try:
+                conn = await self.endpoint.connect()
+            except (ConnectionRefusedError, ConnectionResetError) as exc:
+                raise _NothingListens() from exc
             self._conn = conn
             self.watch.hold(conn)
             handshake = self.endpoint.handshake()

@@ -1,0 +1,100 @@
+"""Weighing the evidence against a real redis-server (issue 17): a kill is conclusive at once; connections the
+server drops while Redis stays usable cost nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from agent.config import load_settings
+from agent.model import State
+from agent.scheduler import Agent
+from agent.settings import Platform
+from tests.support.redisproc import RedisProcess
+
+
+def agent_for(url: str) -> Agent:
+    """An in-process agent at the documented defaults (the schedule of a real deployment)."""
+    return Agent(load_settings({"redis_url": url, "platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t")))
+
+
+async def until(predicate: Callable[[], bool], timeout: float, period: float = 0.002) -> None:
+    """Poll ``predicate`` every ``period`` until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(period)
+
+
+async def ready(agent: Agent) -> None:
+    async with asyncio.timeout(5):
+        await agent.store.ready.wait()
+
+
+class TestKill:
+    async def test_a_killed_redis_leaves_ready_on_the_first_observation(self, redis_proc: RedisProcess) -> None:
+        """SIGKILL: the held connection's EOF prompts a fresh attempt, refused, so ready ends with one failure."""
+        agent = agent_for(redis_proc.url)
+        await agent.start()
+        try:
+            await ready(agent)
+            await asyncio.sleep(0.3)  # a check or two on the held connection
+            killed = time.monotonic()
+            redis_proc.kill()
+            await until(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1)
+            elapsed = time.monotonic() - killed
+            check = agent.snapshot.checks["redis"]
+            assert check.state is State.DEGRADED and check.consecutive_failures == 1
+            assert check.last is not None and check.last.conclusive and str(check.last.reason) == "refused"
+            assert elapsed < agent.timing.detection_bound  # the figure itself is a benchmark (docs/benchmarks.md)
+        finally:
+            await agent.stop()
+
+
+class TestServerDrops:
+    async def test_client_kill_rounds_never_leave_ready(self, redis_proc: RedisProcess) -> None:
+        """CLIENT KILL TYPE normal five times while Redis is usable: /readyz never 503, no failure counted."""
+        agent = agent_for(redis_proc.url)
+        await agent.start()
+        try:
+            await ready(agent)
+            samples: list[bool] = []
+
+            async def sample() -> None:
+                while True:
+                    samples.append(agent.snapshot.ready)
+                    await asyncio.sleep(0.005)
+
+            sampler = asyncio.create_task(sample())
+            for _ in range(5):
+                await asyncio.sleep(0.3)
+                before = agent.connection_drops["redis"]
+                assert int(redis_proc.cli("CLIENT", "KILL", "TYPE", "normal")) >= 1  # type: ignore[arg-type]
+                # the agent saw the drop and checked again on a fresh connection
+                await until(lambda: agent.connection_drops["redis"] > before, 3)  # noqa: B023 (awaited at once)
+            await asyncio.sleep(0.3)
+            sampler.cancel()
+            check = agent.snapshot.checks["redis"]
+            assert samples and all(samples)
+            assert check.state is State.READY and check.consecutive_failures == 0
+            assert agent.connection_drops["redis"] >= 5
+        finally:
+            await agent.stop()
+
+    async def test_a_reused_connection_dropped_unseen_is_retried_once(self, redis_proc: RedisProcess) -> None:
+        """A check whose held connection was dropped before it ran succeeds on a fresh one within the same check."""
+        from agent.checks.redis import RedisCheck
+
+        settings = load_settings({"redis_url": redis_proc.url, "platform": "local"}, {},
+                                 lambda _e: (Platform.LOCAL, "t"))
+        check = RedisCheck(settings.checks[0], 0.5)
+        try:
+            assert (await check.run()).ok
+            assert (await check.run()).ok  # the connection is now a reused one
+            redis_proc.cli("CLIENT", "KILL", "TYPE", "normal")
+            result = await check.run()
+            assert result.ok, result
+        finally:
+            await check.close()
