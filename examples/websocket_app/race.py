@@ -25,7 +25,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from agent.settings import DEFAULT_TIMING
 from agent.verdict import Timing
@@ -278,8 +278,13 @@ def main() -> None:
     parser.add_argument("--naive", choices=["naive", "none"], default="naive",
                         help="run (a): the backend's TCP /healthz (default) or no readiness probe at all")
     parser.add_argument("--json", action="store_true", help="print both runs' summaries as JSON instead")
+    parser.add_argument("--probe-period", type=float, default=FAST_PROBE.period, metavar="S",
+                        help="the prober's period (a pushed readiness gate acts like a very short one)")
+    parser.add_argument("--probe-failures", type=int, default=FAST_PROBE.failure_threshold, metavar="N",
+                        help="failed probes before the router stops sending new clients")
     args = parser.parse_args()
-    a, b = asyncio.run(run_race(naive=args.naive))
+    probe = replace(FAST_PROBE, period=args.probe_period, failure_threshold=args.probe_failures)
+    a, b = asyncio.run(run_race(Scenario(probe=probe), naive=args.naive))
     print(json.dumps([a.summary(), b.summary()], indent=2) if args.json else format_table(a, b))
 
 
