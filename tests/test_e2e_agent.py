@@ -50,9 +50,11 @@ class TestStartup:
         """With no Redis, the deadline passes: ERROR log, metric 1, /startupz 503; with exit-on-timeout, exit 1."""
         redis = RedisProcess()  # never started: nothing listens on its port
         url = f"redis://127.0.0.1:{redis.port}/0"
-        with AgentProcess("--redis-url", url, "--startup-timeout", "1", *FAST) as agent:
-            wait_until(lambda: "startup deadline" in agent.output(), 4, what="deadline log")
-            assert "ERROR startup deadline of 1s passed without ready; last failure: refused" in agent.output()
+        with AgentProcess("--redis-url", url, "--startup-timeout", "1", "--log-format", "json", *FAST) as agent:
+            wait_until(lambda: bool(agent.events("deadline")), 4, what="deadline log record")
+            (record,) = agent.events("deadline")
+            assert record["severity"] == "ERROR"
+            assert record["logging.googleapis.com/labels"]["reason"] == "refused"
             assert agent.get("/startupz")[0] == 503
             assert "readiness_agent_startup_deadline_exceeded 1.0" in agent.get("/metrics")[1]
         agent = AgentProcess("--redis-url", url, "--startup-timeout", "1", "--exit-on-startup-timeout", *FAST)

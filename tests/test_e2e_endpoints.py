@@ -129,14 +129,15 @@ class TestLogs:
 
     def test_one_line_per_verdict_change_not_per_check(self, redis_proc: RedisProcess) -> None:
         """A healthy agent running many checks logs its changes once, not once per check."""
-        with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
+        with AgentProcess("--redis-url", redis_proc.url, "--log-format", "json", *FAST) as agent:
             wait_ready(agent)
             deadline = time.monotonic() + 10
             while json.loads(agent.get("/status")[1])["checks"]["redis"]["checks_run"] < 8:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-            lines = [line for line in agent.output().splitlines() if "check redis:" in line and "->" in line]
-        assert len(lines) == 2, lines  # starting -> stabilizing, stabilizing -> ready
+            changes = [r["logging.googleapis.com/labels"] for r in agent.events("transition")]
+        states = [(c.get("check"), c.get("state")) for c in changes]
+        assert states == [("redis", "stabilizing"), ("redis", "ready")], states  # one record per change
 
 
 class TestSecrets:
@@ -149,8 +150,8 @@ class TestSecrets:
             wait_ready(agent)
             redis.kill()
             deadline = time.monotonic() + 5
-            while "-> degraded" not in agent.output():  # failures are logged with their detail
-                assert time.monotonic() < deadline, agent.output()
+            while json.loads(agent.get("/status")[1])["checks"]["redis"]["state"] != "degraded":
+                assert time.monotonic() < deadline, agent.output()  # failures are logged with their detail
                 time.sleep(0.02)
             seen = agent.output() + agent.get("/status")[1] + agent.get("/metrics")[1] + agent.get("/readyz?verbose")[1]
         assert secret not in seen

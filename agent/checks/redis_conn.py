@@ -101,6 +101,7 @@ class RespConnection:
         for waiter in self._waiting:
             if not waiter.done():
                 waiter.set_exception(error or ConnectionLost("connection closed"))
+                waiter.exception()  # retrieved: a command abandoned mid-write must not log "never retrieved"
         self._waiting.clear()
         self._writer.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -101,6 +103,20 @@ class AgentProcess:
         if self.stderr_path.exists():
             text += self.stderr_path.read_text(errors="replace")
         return text
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records on stdout (run the agent with ``--log-format json``), for asserting fields."""
+        found: list[dict[str, Any]] = []
+        for line in self.stdout_path.read_text(errors="replace").splitlines() if self.stdout_path.exists() else []:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    found.append(record)
+        return found
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """The JSON records whose label ``event`` is ``event`` (``transition``, ``failing``, ``deadline`` …)."""
+        return [r for r in self.records() if r.get("logging.googleapis.com/labels", {}).get("event") == event]
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

@@ -699,7 +699,7 @@ class RedisProcess:
         self.cli("BGSAVE")
         self.wait_for_ping(lambda r: r == "PONG", timeout, what="PONG after repair")
 
-    def exhaust_clients(self, maxclients: int = 3, timeout: float = 5.0) -> int:
+    def exhaust_clients(self, maxclients: int = 3, timeout: float = 5.0, settle: float = 0.2) -> int:
         """Set ``maxclients`` and hold connections until it is reached; return how many are held.
 
         Afterwards a new connection is greeted with ``-ERR max number of clients reached`` and closed (a
@@ -707,6 +707,7 @@ class RedisProcess:
         """
         self._expect_ok(self.cli("CONFIG", "SET", "maxclients", maxclients), "CONFIG SET maxclients")
         deadline = time.monotonic() + timeout
+        full_since: float | None = None
         while time.monotonic() < deadline:
             conn = self.connect(timeout=1.0)
             try:
@@ -716,11 +717,18 @@ class RedisProcess:
                 reply = RespError("ERR max number of clients reached (connection reset)")
             if reply in ("PONG", "OK"):
                 self._held.append(conn)
+                full_since = None
                 continue
             conn.close()
-            if isinstance(reply, RespError) and "max number of clients" in reply.message:
+            if not (isinstance(reply, RespError) and "max number of clients" in reply.message):
+                raise RuntimeError(f"unexpected reply while filling the server: {reply}")
+            if full_since is None:
+                full_since = time.monotonic()
+            if time.monotonic() - full_since >= settle:
                 return len(self._held)
-            raise RuntimeError(f"unexpected reply while filling the server: {reply}")
+            # Full for now; a slot freed by a connection still closing (our own CONFIG SET's, the clients the
+            # proxy just reset) would let the next client in: keep probing until it stays full for ``settle``.
+            time.sleep(0.02)
         raise TimeoutError("maxclients was not reached")
 
     def add_user(self, name: str, password: str, *rules: str) -> None:
