@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from agent.iam import AdcFetcher, FetchedToken, IamError, TokenProvider
-from tests.support.metadata_server import DEFAULT_SCOPES, METADATA_MODULE, MetadataServer, point_google_auth
+from tests.support.metadata_server import (
+    DEFAULT_SCOPES,
+    METADATA_MODULE,
+    MetadataServer,
+    point_google_auth,
+    wait_for_token_threads,
+)
 from tests.support.redisproc import free_port
 
 
@@ -23,6 +29,8 @@ def metadata(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Metada
     with MetadataServer() as server:
         point_google_auth(monkeypatch, server.environ(), tmp_path)
         yield server
+        server.heal()
+        wait_for_token_threads()
     monkeypatch.undo()
     if METADATA_MODULE in sys.modules:
         importlib.reload(sys.modules[METADATA_MODULE])

@@ -234,3 +234,17 @@ def point_google_auth(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], 
         monkeypatch.setenv(name, value)
     if METADATA_MODULE in sys.modules:
         importlib.reload(sys.modules[METADATA_MODULE])
+
+
+def wait_for_token_threads(timeout: float = 20.0) -> None:
+    """Wait until no ``iam-token`` fetch thread (agent/iam.py) is alive; call after ``heal()``.
+
+    An abandoned fetch keeps retrying inside google-auth, whose backoff draws from the global ``random``
+    module; a later Hypothesis test would see that state change under it and fail. ``heal()`` lets the fetch
+    succeed at its next retry (google-auth backs off 1, 2, 4, 8 s), so this returns within a few seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while any(t.name == "iam-token" and t.is_alive() for t in threading.enumerate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"an IAM token fetch thread still runs after {timeout}s")
+        time.sleep(0.02)
