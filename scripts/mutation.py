@@ -24,11 +24,13 @@ TARGETS = {  # module → the fast unit tests that must kill its mutants
     "agent/values.py": ["tests/test_config.py", "tests/test_values.py"],
     "agent/urls.py": ["tests/test_config.py", "tests/test_urls.py"],
 }
+# The one test of test_config.py that spawns ``python -m agent`` is left out: a child process does not run
+# mutmut's trampolines, so it would fail the clean run (the in-process tests cover the same parsing).
 CONFIG = """
 [tool.mutmut]
 source_paths = [{paths}]
 pytest_add_cli_args_test_selection = [{tests}]
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-k", "not test_cli_exit_2_one_line"]
 """
 STRING = re.compile(r"""(["'])XX|XX(["'])|\.(lower|upper)\(\)""")
 

@@ -353,7 +353,7 @@ class TestHostileFiles:
         (b"base: &b {interval: 1}\n<<: *b\n", "uses a YAML anchor or alias"),
         (b"window: " + b"[" * 40 + b"]" * 40 + b"\n", "nested more than 16 levels deep"),
         (b"# " + b"x" * (64 * 1024) + b"\n", "is larger than 64 KiB"),
-        (b"checks:\n" + b"".join(b"  - {name: c%d, url: 'redis://h'}\n" % i for i in range(65)), "at most 64"),
+        (b"checks:\n" + b"".join(b"  - {name: c%d, url: 'redis://h'}\n" % i for i in range(129)), "at most 128"),
     ])
     def test_refused_with_one_line(self, tmp_path: Path, data: bytes, needle: str) -> None:
         """Non-UTF-8 bytes, duplicate keys, anchors/aliases, deep nesting, oversized files and too many checks
