@@ -52,6 +52,12 @@ def _diff(work: Path, mutant: str) -> str:
     return " => ".join(line[1:].strip() for line in changed)
 
 
+def _message_only(diff: str) -> bool:
+    """A mutant that only changes the message of an exception being raised (its wording, or no message)."""
+    before, _, after = diff.partition(" => ")
+    return before.startswith("raise ") and after.startswith("raise ") and before.split("(")[0] == after.split("(")[0]
+
+
 def main() -> int:
     only = sys.argv[1:] or list(TARGETS)
     rows: list[tuple[str, int, int, int]] = []
@@ -73,7 +79,7 @@ def main() -> int:
                 if not name:
                     continue
                 diff = _diff(work, name) if status != "killed" else ""
-                if status != "killed" and STRING.search(diff):
+                if status != "killed" and (STRING.search(diff) or _message_only(diff)):
                     strings += 1
                     continue
                 total += 1
