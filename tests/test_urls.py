@@ -50,6 +50,12 @@ class TestParse:
             with pytest.raises(ValueError):
                 parse_redis_url(f"redis://h/{db}")
 
+    def test_ipv6_host_and_capital_user(self) -> None:
+        """A bracketed IPv6 host loses its brackets; a user name with capitals is shown as written."""
+        t = parse_redis_url("redis://Admin:pw@[::1]:6380/0")
+        assert (t.host, t.port, t.redacted) == ("::1", 6380, "redis://Admin:***@[::1]:6380/0")
+        assert redact_url("redis://Admin:pw@h/0") == "redis://Admin:***@h/0"  # parsed, not masked by position
+
     def test_repeated_slashes_before_the_db(self) -> None:
         """The host ends at the first slash; the db index is what follows the slashes."""
         assert parse_redis_url("redis://h//4").db == 4

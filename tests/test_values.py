@@ -100,6 +100,7 @@ class TestAddresses:
         """HOST:PORT, [IPV6]:PORT (hex in any case) and :PORT, printed back the same way."""
         assert str(parse_listen("127.0.0.1:9180")) == "127.0.0.1:9180"
         assert str(parse_listen("[FE80::1]:65535")) == "[FE80::1]:65535"
+        assert str(parse_listen("[fe80::a%eth0]:1")) == "[fe80::a%eth0]:1"
         assert parse_listen(":1") == Listen("0.0.0.0", 1)
         assert str(Listen("::1", 80)) == "[::1]:80"
 
