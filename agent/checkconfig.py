@@ -10,21 +10,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.http_target import DEFAULT_STATUS, HttpTarget, parse_http_url, parse_status_range
+from agent.tls import TlsFileError, TlsMaterial
 from agent.urls import RedisTarget, parse_redis_url, redact_url
-from agent.values import ConfigError, choice, parse_bool, parse_tcp_address, parse_text, shown, unknown_key
+from agent.values import (
+    ConfigError,
+    choice,
+    parse_bool,
+    parse_duration,
+    parse_tcp_address,
+    parse_text,
+    shown,
+    unknown_key,
+)
 
 CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$", re.ASCII)
 CHECK_KEYS = (
     "name", "type", "url", "address", "required", "password_file", "ca_file", "cert_file", "key_file",
-    "require_master", "maintenance_key",
+    "require_master", "maintenance_key", "auth", "tls_server_name", "tls_skip_hostname_check", "write_canary",
+    "pubsub_roundtrip", "canary_interval", "expect_status",
 )
-SHARED_KEYS = ("password_file", "ca_file", "cert_file", "key_file")
+# Each entry inherits the setting ``redis_<key>`` unless it sets the key itself.
+SHARED_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "auth", "tls_server_name",
+               "tls_skip_hostname_check", "write_canary", "pubsub_roundtrip", "canary_interval")
+FILE_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "tls_server_name")
+FLAG_KEYS = ("tls_skip_hostname_check", "write_canary", "pubsub_roundtrip")
 MAX_CHECKS = 128  # each check holds a connection and a task; the scale benchmark runs 100
 
 
 @dataclass(frozen=True, slots=True)
 class CheckConfig:
-    """One dependency to check. ``kind`` is ``redis`` or ``tcp``."""
+    """One dependency to check. ``kind`` is ``redis``, ``tcp`` or ``http``.
+
+    Built, it is valid: IAM only over TLS, and every TLS file readable (``__post_init__``), so a mistake is a
+    one-line error at start (exit 2) rather than a failing check.
+    """
 
     name: str
     kind: str
@@ -37,11 +57,40 @@ class CheckConfig:
     key_file: str | None = None
     require_master: bool = False
     maintenance_key: str | None = None
+    auth: str = "password"
+    tls_server_name: str | None = None
+    tls_skip_hostname_check: bool = False
+    write_canary: bool = False
+    pubsub_roundtrip: bool = False
+    canary_interval: float = 10.0
+    http: HttpTarget | None = None
+
+    def __post_init__(self) -> None:
+        tls = self.tls()
+        if self.auth == "iam" and tls is None:
+            raise ConfigError(f"invalid check {self.name!r}: IAM authentication needs a rediss:// URL "
+                              f"({self.describe()}): a token never crosses the network in clear")
+        if tls is not None:
+            try:
+                tls.validate()
+            except TlsFileError as exc:
+                raise ConfigError(f"invalid check {self.name!r}: {exc.detail}") from None
+
+    def tls(self) -> TlsMaterial | None:
+        """The TLS material for this check's connections (None without TLS)."""
+        if self.redis is not None and self.redis.tls:
+            return TlsMaterial(self.ca_file, self.cert_file, self.key_file, self.tls_server_name,
+                               check_hostname=not self.tls_skip_hostname_check)
+        if self.http is not None and self.http.url.lower().startswith("https:") and self.http.ca_file:
+            return TlsMaterial(self.http.ca_file)
+        return None
 
     def describe(self) -> str:
         """A secret-free description for logs and /status."""
         if self.redis is not None:
             return self.redis.redacted
+        if self.http is not None:
+            return self.http.redacted
         assert self.address is not None
         host, port = self.address
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -79,18 +128,27 @@ def _parse_check(entry: object, index: int, path: str | None, shared: Mapping[st
             f"invalid name in {where} {shown(entry.get('name'))}: "
             "expected lowercase letters, digits, '-' or '_' (it becomes a metric label and a URL path)"
         )
-    kind = get("type", choice("redis", "tcp"), "redis")
+    kind = get("type", choice("redis", "tcp", "http"), "redis")
     required = get("required", parse_bool, True)
     if kind == "redis":
         target = get("url", parse_redis_url)
         if target is None:
             raise ConfigError(f"invalid {where}: a redis check needs a url")
-        files = {key: get(key, parse_text, shared[key]) for key in SHARED_KEYS}
+        files = {key: get(key, parse_text, shared[key]) for key in FILE_KEYS}
+        flags = {key: get(key, parse_bool, shared[key]) for key in FLAG_KEYS}
         return CheckConfig(
-            name=name, kind=kind, required=required, redis=target, **files,
+            name=name, kind=kind, required=required, redis=target, **files, **flags,
             require_master=get("require_master", parse_bool, False),
             maintenance_key=get("maintenance_key", parse_text),
+            auth=get("auth", choice("password", "iam"), shared["auth"]),
+            canary_interval=get("canary_interval", parse_duration, shared["canary_interval"]),
         )
+    if kind == "http":
+        url = get("url", parse_http_url)
+        if url is None:
+            raise ConfigError(f"invalid {where}: an http check needs a url")
+        http = HttpTarget(url, get("expect_status", parse_status_range, DEFAULT_STATUS), get("ca_file", parse_text))
+        return CheckConfig(name=name, kind=kind, required=required, http=http)
     address = get("address", parse_tcp_address)
     if address is None:
         raise ConfigError(f"invalid {where}: a tcp check needs an address HOST:PORT")

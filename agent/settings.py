@@ -126,6 +126,23 @@ class Settings:
     redis_ca_file: str | None = setting(parse_text, None, "CA bundle for rediss://", "FILE")
     redis_cert_file: str | None = setting(parse_text, None, "client certificate for rediss://", "FILE")
     redis_key_file: str | None = setting(parse_text, None, "client key for rediss://", "FILE")
+    redis_auth: str = setting(choice("password", "iam"), "password",
+                              "password: from the URL or redis_password_file; iam: an access token of the pod's "
+                              "service account (Memorystore IAM authentication; needs rediss://)")
+    redis_tls_server_name: str | None = setting(
+        parse_text, None, "name to verify in the Redis server's certificate when connecting by IP (Memorystore)",
+        "NAME", aliases=("tls_server_name",))
+    redis_tls_skip_hostname_check: bool = setting(
+        parse_bool, False, "do not check the host name in the Redis certificate; the chain is still verified "
+        "against the CA", flag_only_bool=True)
+    redis_write_canary: bool = setting(parse_bool, False, "prove writes: SET a per-pod key with a TTL, read it back",
+                                       flag_only_bool=True)
+    redis_pubsub_roundtrip: bool = setting(parse_bool, False,
+                                           "prove pub/sub: publish on a private channel, receive it in time",
+                                           flag_only_bool=True)
+    redis_canary_interval: float = setting(parse_duration, 10.0,
+                                           "how often the write canary and pub/sub round trip run while they pass",
+                                           "DURATION")
     kube_readiness_gate: bool = setting(parse_bool, False, "patch the pod's readiness-gate condition",
                                         flag_only_bool=True, run_only=True)
     kube_condition_type: str = setting(parse_text, "readiness-agent.io/dependencies-ready",

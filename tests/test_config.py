@@ -294,7 +294,7 @@ class TestUnknownKeys:
         """A key like nothing known lists the known keys instead of guessing."""
         cfg = tmp_path / "c.yaml"
         cfg.write_text("checks: [{name: a, url: 'redis://h', zzz: 1}]\n")
-        with pytest.raises(ConfigError, match=r"unknown key 'zzz' in checks\[0\] .*; known keys: address, ca_file"):
+        with pytest.raises(ConfigError, match=r"unknown key 'zzz' in checks\[0\] .*; known keys: address, auth,"):
             load_settings({}, {}, local, config_file=str(cfg))
 
 

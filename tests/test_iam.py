@@ -18,7 +18,7 @@ from tests.support.metadata_server import (
     METADATA_MODULE,
     MetadataServer,
     point_google_auth,
-    wait_for_token_threads,
+    stand_in,
 )
 from tests.support.redisproc import free_port
 
@@ -26,14 +26,8 @@ from tests.support.redisproc import free_port
 @pytest.fixture
 def metadata(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MetadataServer]:
     """A started stand-in, with google-auth pointed at it."""
-    with MetadataServer() as server:
-        point_google_auth(monkeypatch, server.environ(), tmp_path)
+    with stand_in(monkeypatch, tmp_path) as server:
         yield server
-        server.heal()
-        wait_for_token_threads()
-    monkeypatch.undo()
-    if METADATA_MODULE in sys.modules:
-        importlib.reload(sys.modules[METADATA_MODULE])
 
 
 async def until_token(provider: TokenProvider, differs_from: str | None, timeout: float) -> str:

@@ -15,6 +15,11 @@ def build_check(config: CheckConfig, timeout: float, clock: Callable[[], float] 
         from agent.checks.redis import RedisCheck
 
         return RedisCheck(config, timeout, clock)
+    if config.kind == "http":
+        from agent.checks.http import HttpCheck
+
+        assert config.http is not None
+        return HttpCheck(config.name, config.required, config.http, timeout, clock)
     from agent.checks.tcp import TcpCheck
 
     return TcpCheck(config, timeout, clock)

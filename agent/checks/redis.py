@@ -16,7 +16,9 @@ Design choices, each from a real failure mode (docs/design.md):
   milliseconds without a second connection (redis_monitor.py);
 * locked-down servers: ``INFO`` or ``ROLE`` renamed away or outside the ACL user's rights is not a failure;
   the check keeps to what it may run (``PING`` and ``ROLE``; ``INFO replication`` instead of ``ROLE``; at
-  worst ``PING`` alone) and says so in one warning.
+  worst ``PING`` alone) and says so in one warning;
+* opt-in, on their own cadence after a passing round trip: the write canary and the pub/sub round trip
+  (canary.py, pubsub.py), for a server that answers PING but refuses writes or drops messages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checkconfig import CheckConfig
+from agent.checks.canary import KEY_PREFIX, PROBE_MARGIN, ProbeTimeout, UsabilityProbes, WriteCanary, pod_name
+from agent.checks.pubsub import CHANNEL_PREFIX, PubSubRoundTrip
 from agent.checks.redis_conn import ConnectionLost, RedisEndpoint, RespConnection
 from agent.checks.redis_monitor import ConnectionWatch
 from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
@@ -74,6 +78,22 @@ class RedisCheck:
         self._info: tuple[str, ...] | None = ("persistence", "replication")  # None: INFO may not be run
         self._ask_info = True  # send INFO with the next check
         self._warned = False
+        self.probes = self._probes()
+        self._deadline = 0.0
+
+    def _probes(self) -> UsabilityProbes:
+        """The opt-in write canary and pub/sub round trip, on this check's per-pod key and channel."""
+        config, pod, interval = self.config, pod_name(), self.config.canary_interval
+        canary = pubsub = None
+        if config.write_canary:
+            canary = WriteCanary(f"{KEY_PREFIX}:{pod}", ttl=max(30.0, 3 * interval), interval=interval)
+        if config.pubsub_roundtrip:
+            async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                await self.endpoint.prepare(self.timeout)  # a fresh IAM token for the subscriber's AUTH
+                return await self.endpoint.open_streams()
+
+            pubsub = PubSubRoundTrip(f"{CHANNEL_PREFIX}:{pod}", opener, self.endpoint.handshake, interval)
+        return UsabilityProbes(canary, pubsub)
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -84,11 +104,13 @@ class RedisCheck:
     async def run(self) -> CheckResult:
         """One round trip (PING, ROLE, maybe INFO and EXISTS), bounded by ``timeout``; drop the connection on error."""
         started = self.clock()
+        self.endpoint.keep_fresh()
         if self._conn is not None and (not self._conn.is_open or self.endpoint.credentials_changed()):
             await self._drop()  # the server ended it (the watch reported that), or new credentials
         reused = self._conn is not None and self._conn.used
+        self._deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(self._deadline):
                 try:
                     failure = await self._attempt()
                 except _DROPPED:
@@ -101,6 +123,9 @@ class RedisCheck:
         except asyncio.CancelledError:
             await self._drop()
             raise
+        except ProbeTimeout as exc:  # a probe's reply is still owed: the connection goes
+            await self._drop()
+            return CheckResult(False, self.clock() - started, Reason.TIMEOUT, exc.detail)
         except _NothingListens as exc:
             await self._drop()
             reason, detail = classify(exc.__cause__ or exc)
@@ -120,6 +145,8 @@ class RedisCheck:
         conn = self._conn
         handshake: list[tuple[str, ...]] = []
         if conn is None:
+            # IAM: the current token, or IamError (reason auth, its own words) before the deadline, unconnected
+            await self.endpoint.prepare(max(0.0, self._deadline - asyncio.get_running_loop().time() - PROBE_MARGIN))
             try:
                 conn = await self.endpoint.connect()
             except (ConnectionRefusedError, ConnectionResetError) as exc:
@@ -134,6 +161,8 @@ class RedisCheck:
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply
         failure = self._judge(probe, replies[len(handshake):])
+        if failure is None and self.probes:
+            failure = await self.probes.run(conn, self._deadline)
         conn.used = True
         return failure
 
@@ -215,5 +244,7 @@ class RedisCheck:
         await self.watch.wait_lost()
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connections and stop refreshing IAM tokens."""
         await self._drop()
+        await self.probes.close()
+        await self.endpoint.close()

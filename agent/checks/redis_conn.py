@@ -8,15 +8,17 @@ trip) and notices the end of the connection at once, whether or not a command is
 
 The connection speaks RESP2 (no ``HELLO``; redis_protocol.py), authenticates with ``AUTH [user] password``
 and selects the database, pipelined with the check's first commands. Every read is bounded (a reply, and the
-bytes per second shared by all connections to the server). The same SSL context (built once from the CA,
-certificate and key files) and the same credentials (a mounted password file is re-read when it changes)
-serve every connection, so a TLS or auth fix is made in one place.
+bytes per second shared by all connections to the server). The same SSL context (agent/tls.py: rebuilt when
+the CA, certificate or key file changes; the name verified is ``tls_server_name`` or the host) and the same
+credentials (a mounted password file is re-read when it changes; with IAM, the current access token from
+agent/iam.py) serve every connection, so a TLS or auth fix is made in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import ssl
 from typing import Any
@@ -25,6 +27,7 @@ from redis import exceptions as rx
 
 from agent.checkconfig import CheckConfig
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, Limits, ReplyParser, encode
+from agent.iam import TokenProvider
 from agent.secretfile import SecretFile
 from agent.urls import RedisTarget
 
@@ -116,6 +119,8 @@ class RespConnection:
         # asyncio.wait, not ``await task``: a CancelledError here must be our caller's own cancellation,
         # never swallowed (suppressing it made a cancelled check loop run on for good).
         await asyncio.wait([self._task])
+        with contextlib.suppress(OSError, TimeoutError):  # a TLS close takes a few loop passes
+            await asyncio.wait_for(self._writer.wait_closed(), 0.5)
 
 
 class RedisEndpoint:
@@ -129,34 +134,54 @@ class RedisEndpoint:
         self.limits = limits
         self.budget = ByteBudget(limits.bytes_per_second)
         self.password_file = SecretFile(config.password_file) if config.password_file else None
-        self._ssl: ssl.SSLContext | None = None
+        self.tls = config.tls()  # re-reads its files when they change (a rotated CA bundle)
+        self.iam = TokenProvider() if config.auth == "iam" else None
+        self._token: str | None = None
 
     def password(self) -> str | None:
+        if self.iam is not None:
+            return self._token
         if self.password_file is not None:
             return self.password_file.read()
         return self.target.password
 
     def credentials_changed(self) -> bool:
-        """True when a mounted password file changed since it was last read."""
+        """True when a mounted password file changed since it was last read (a new IAM token is not a change:
+        it is needed only for new connections, and a held connection outlives its token)."""
         return self.password_file is not None and self.password_file.changed()
 
+    def keep_fresh(self) -> None:
+        """IAM: renew the token in the background when due, so one is at hand for the next new connection."""
+        if self.iam is not None:
+            self.iam.poke()
+
+    async def prepare(self, wait: float) -> None:
+        """Before a new connection: the current IAM token (``IamError`` when there is none within ``wait``)."""
+        if self.iam is not None:
+            self._token = await self.iam.token(wait)
+
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The SSL context for ``rediss://`` (None for ``redis://``), built once."""
-        if not self.target.tls:
-            return None
-        if self._ssl is None:
-            context = ssl.create_default_context(cafile=self.config.ca_file)
-            if self.config.cert_file:
-                context.load_cert_chain(self.config.cert_file, self.config.key_file)
-            self._ssl = context
-        return self._ssl
+        """The SSL context for ``rediss://`` (None for ``redis://``); ``TlsFileError`` when a file went away."""
+        return self.tls.context() if self.tls is not None else None
+
+    async def open_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A new TCP (or TLS) stream with keepalive, verified against ``tls_server_name`` when set."""
+        context = self.ssl_context()
+        hostname = self.tls.server_hostname(self.target.host) if self.tls is not None else None
+        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=context,
+                                                       server_hostname=hostname, limit=READ_CHUNK)
+        _keepalive(writer)
+        return reader, writer
 
     async def connect(self) -> RespConnection:
-        """A new TCP (or TLS) connection with keepalive; the caller bounds it in time and sends ``handshake``."""
-        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=self.ssl_context(),
-                                                       limit=READ_CHUNK)
-        _keepalive(writer)
+        """A new connection; the caller bounds it in time, calls ``prepare`` first and sends ``handshake``."""
+        reader, writer = await self.open_streams()
         return RespConnection(reader, writer, self.limits, self.budget)
+
+    async def close(self) -> None:
+        """Stop refreshing IAM tokens."""
+        if self.iam is not None:
+            await self.iam.close()
 
     def handshake(self) -> list[tuple[str, ...]]:
         """The commands that open a session: AUTH (if a password is set), SELECT (if not db 0), CLIENT SETNAME.

@@ -13,7 +13,9 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checks.redis_protocol import ReplyTooLarge
+from agent.iam import IamError
 from agent.model import Reason
+from agent.tls import TlsFileError
 
 # Error-reply prefixes redis-py leaves as a plain ResponseError (or maps to a too-generic class).
 _PREFIXES: tuple[tuple[str, Reason], ...] = (
@@ -51,7 +53,11 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
-    """Exceptions redis-py maps to a class (stripping the reply's prefix from the message)."""
+    """Exceptions redis-py maps to a class (stripping the reply's prefix from the message), and ours."""
+    if isinstance(exc, IamError):
+        return Reason.AUTH, f"IAM token: {exc.detail}"
+    if isinstance(exc, TlsFileError):
+        return Reason.TLS, exc.detail
     if isinstance(exc, TimeoutError | rx.TimeoutError | socket.timeout):
         return Reason.TIMEOUT, "no answer within the check timeout"
     if isinstance(exc, ReplyTooLarge):
@@ -73,6 +79,12 @@ def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
 
 def _by_root(root: BaseException) -> tuple[Reason, str] | None:
     """OS-level causes under a connection error."""
+    if isinstance(root, ssl.SSLCertVerificationError):
+        message = str(root.verify_message or "").rstrip(".")
+        if "mismatch" in message:
+            return Reason.TLS, (f"TLS: {message} (connecting by IP: set tls_server_name to a name the "
+                                "certificate carries, or redis_tls_skip_hostname_check)")
+        return Reason.TLS, f"TLS: certificate verify failed ({message or 'untrusted'})"
     if isinstance(root, ssl.SSLError):
         return Reason.TLS, f"TLS error: {root.reason or type(root).__name__}"
     if isinstance(root, socket.gaierror):

@@ -32,6 +32,7 @@ each new token before it is served (a test sets the Redis ACL password there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import itertools
 import json
@@ -39,7 +40,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -248,3 +249,19 @@ def wait_for_token_threads(timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"an IAM token fetch thread still runs after {timeout}s")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def stand_in(monkeypatch: pytest.MonkeyPatch, home: Path) -> Iterator[MetadataServer]:
+    """A started stand-in with google-auth pointed at it; afterwards no fetch thread is left and google-auth's
+    import-time settings are restored."""
+    with MetadataServer() as server:
+        point_google_auth(monkeypatch, server.environ(), home)
+        try:
+            yield server
+        finally:
+            server.heal()
+            wait_for_token_threads()
+    monkeypatch.undo()
+    if METADATA_MODULE in sys.modules:
+        importlib.reload(sys.modules[METADATA_MODULE])
