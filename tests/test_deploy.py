@@ -227,14 +227,34 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def local_files(workdir: Path) -> dict[str, str]:
+    """Real stand-ins for the files a manifest mounts (the agent checks TLS files at start): a CA, a client
+    certificate and key made now, and one-line secrets for passwords and tokens; by kind of file."""
+    from tests.support.tls import Authority
+
+    directory = workdir / "mounted"
+    if not directory.exists():
+        directory.mkdir()
+        issued = Authority(directory).issue("client", client=True)
+        (directory / "secret").write_text("not-a-real-secret\n")
+        issued.cert.rename(directory / "cert.pem")
+        issued.key.rename(directory / "key.pem")
+    return {"ca": str(directory / "test-ca.crt"), "cert": str(directory / "cert.pem"),
+            "key": str(directory / "key.pem"), "password": str(directory / "secret"),
+            "token": str(directory / "secret")}
+
+
 def agent_env(container: dict[str, Any], config_text: str | None, refused: int, workdir: Path) -> dict[str, str]:
     """The container's environment for a local run: every plain value as rendered, but every Redis URL and TCP
     address pointed at a refusing port on 127.0.0.1 (tests never reach another host) and listening on a free
     port. Secret-sourced values (the Redis URL) are replaced the same way."""
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "HOME": str(workdir)}
+    files = local_files(workdir)
     for item in container.get("env", []):
         name = item["name"]
-        if name == "READINESS_AGENT_REDIS_URL":
+        if name.endswith("_FILE") and "value" in item:
+            env[name] = files[name.rsplit("_", 2)[-2].lower()]  # a mounted file: a real local one instead
+        elif name == "READINESS_AGENT_REDIS_URL":
             scheme = urlsplit(str(item.get("value", "redis://x"))).scheme
             env[name] = f"{scheme}://127.0.0.1:{refused}/0"
         elif name == "READINESS_AGENT_LISTEN":
@@ -247,6 +267,9 @@ def agent_env(container: dict[str, Any], config_text: str | None, refused: int, 
                     check["url"] = f"{urlsplit(check['url']).scheme}://127.0.0.1:{refused}/0"
                 if "address" in check:
                     check["address"] = f"127.0.0.1:{refused}"
+                for key in ("ca_file", "cert_file", "key_file", "password_file"):
+                    if key in check:
+                        check[key] = files[key.removesuffix("_file")]
             path = workdir / "config.yaml"
             path.write_text(yaml.safe_dump(config))
             env[name] = str(path)
