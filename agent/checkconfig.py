@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.http_target import DEFAULT_STATUS, HttpTarget, parse_http_url, parse_status_range
+from agent.sentinel import SentinelTarget, parse_any_redis_url
 from agent.tls import TlsFileError, TlsMaterial
-from agent.urls import RedisTarget, parse_redis_url, redact_url
+from agent.urls import RedisTarget, redact_url
 from agent.values import (
     ConfigError,
     choice,
@@ -28,12 +29,13 @@ CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$", re.ASCII)
 CHECK_KEYS = (
     "name", "type", "url", "address", "required", "password_file", "ca_file", "cert_file", "key_file",
     "require_master", "maintenance_key", "auth", "tls_server_name", "tls_skip_hostname_check", "write_canary",
-    "pubsub_roundtrip", "canary_interval", "expect_status",
+    "pubsub_roundtrip", "canary_interval", "expect_status", "sentinel_password_file",
 )
 # Each entry inherits the setting ``redis_<key>`` unless it sets the key itself.
 SHARED_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "auth", "tls_server_name",
-               "tls_skip_hostname_check", "write_canary", "pubsub_roundtrip", "canary_interval")
-FILE_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "tls_server_name")
+               "tls_skip_hostname_check", "write_canary", "pubsub_roundtrip", "canary_interval",
+               "sentinel_password_file")
+FILE_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "tls_server_name", "sentinel_password_file")
 FLAG_KEYS = ("tls_skip_hostname_check", "write_canary", "pubsub_roundtrip")
 MAX_CHECKS = 128  # each check holds a connection and a task; the scale benchmark runs 100
 
@@ -84,9 +86,21 @@ class CheckConfig:
         if self.http is not None and self.http.url.lower().startswith("https:") and self.http.ca_file:
             return TlsMaterial(self.http.ca_file)
         return None
+    sentinel: SentinelTarget | None = None  # a redis+sentinel:// URL; ``redis`` is then its data-node template
+    sentinel_password_file: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_url(cls, name: str, required: bool, target: RedisTarget | SentinelTarget, **rest: Any) -> CheckConfig:
+        """A Redis check on a plain or a Sentinel URL."""
+        if isinstance(target, SentinelTarget):
+            return cls(name=name, kind="redis", required=required, redis=target.template, sentinel=target, **rest)
+        return cls(name=name, kind="redis", required=required, redis=target, **rest)
 
     def describe(self) -> str:
         """A secret-free description for logs and /status."""
+        if self.sentinel is not None:
+            return self.sentinel.redacted
         if self.redis is not None:
             return self.redis.redacted
         if self.http is not None:
@@ -131,14 +145,15 @@ def _parse_check(entry: object, index: int, path: str | None, shared: Mapping[st
     kind = get("type", choice("redis", "tcp", "http"), "redis")
     required = get("required", parse_bool, True)
     if kind == "redis":
-        target = get("url", parse_redis_url)
+        target = get("url", parse_any_redis_url)
         if target is None:
             raise ConfigError(f"invalid {where}: a redis check needs a url")
         files = {key: get(key, parse_text, shared[key]) for key in FILE_KEYS}
         flags = {key: get(key, parse_bool, shared[key]) for key in FLAG_KEYS}
-        return CheckConfig(
-            name=name, kind=kind, required=required, redis=target, **files, **flags,
-            require_master=get("require_master", parse_bool, False),
+        # A Sentinel URL names a master: a replica there is a failover not yet followed.
+        return CheckConfig.for_url(
+            name, required, target, **files, **flags, sentinel_password=shared.get("sentinel_password"),
+            require_master=get("require_master", parse_bool, isinstance(target, SentinelTarget)),
             maintenance_key=get("maintenance_key", parse_text),
             auth=get("auth", choice("password", "iam"), shared["auth"]),
             canary_interval=get("canary_interval", parse_duration, shared["canary_interval"]),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.model import Reason
+from agent.model import ClusterSlots, Reason
 
 TOTAL_SLOTS = 16384
 
@@ -34,6 +34,11 @@ class ClusterInfo:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def slots(self) -> ClusterSlots:
+        """The figures ``/status`` and the metrics report."""
+        return ClusterSlots(self.state, self.slots_ok, self.slots_pfail, self.slots_fail)
 
     def describe(self) -> str:
         """``cluster_state:fail (slots ok 10923/16384, pfail 0, fail 5461)``: for logs and /status."""

@@ -27,13 +27,20 @@ log = logging.getLogger("readiness_agent")
 
 
 def warn_password_on_command_line(settings: Settings) -> bool:
-    """One WARNING when ``--redis-url`` carries a password: any local user can read it in ``ps``/``/proc``."""
-    if settings.sources.get("redis_url") is not Source.FLAG or settings.redis_url.password is None:
-        return False
-    log.warning("--redis-url carries a password, readable by any local user in ps and /proc/<pid>/cmdline: pass "
-                "it in READINESS_AGENT_REDIS_URL or --redis-password-file instead (README: Credentials)",
-                extra={"labels": {"event": "password_on_command_line"}})
-    return True
+    """One WARNING when ``--redis-url`` carries a password, or ``--redis-sentinel-password`` is a flag: any local
+    user can read it in ``ps``/``/proc``."""
+    warned = False
+    if settings.sources.get("redis_url") is Source.FLAG and settings.redis_url.password is not None:
+        log.warning("--redis-url carries a password, readable by any local user in ps and /proc/<pid>/cmdline: "
+                    "pass it in READINESS_AGENT_REDIS_URL or --redis-password-file instead (README: Credentials)",
+                    extra={"labels": {"event": "password_on_command_line"}})
+        warned = True
+    if settings.sources.get("redis_sentinel_password") is Source.FLAG:
+        log.warning("--redis-sentinel-password is readable by any local user in ps and /proc/<pid>/cmdline: pass "
+                    "it in READINESS_AGENT_REDIS_SENTINEL_PASSWORD or --redis-sentinel-password-file instead",
+                    extra={"labels": {"event": "password_on_command_line"}})
+        warned = True
+    return warned
 
 
 def _log_settings(settings: Settings) -> None:

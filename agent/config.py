@@ -56,6 +56,8 @@ def _where(name: str, source: Source, config_file: str | None, env_name: str | N
 
 
 def _shown(spec: Spec, raw: object) -> str:
+    if spec.secret:
+        return "'***'"
     return shown(redact_url(str(raw)) if spec.url else raw)
 
 
@@ -286,9 +288,12 @@ def _build_checks(
     checks: list[CheckConfig] = []
     # The single --redis-url check: always, unless the file lists checks and no URL was given elsewhere.
     if file_checks is None or sources["redis_url"] is not Source.DEFAULT:
-        checks.append(CheckConfig(name="redis", kind="redis", required=True, redis=values["redis_url"], **shared))
+        checks.append(CheckConfig.for_url("redis", True, values["redis_url"], **shared,
+                                          sentinel_password=values["redis_sentinel_password"],
+                                          require_master=values["redis_require_master"]))
     if file_checks is not None:
-        checks.extend(parse_checks(file_checks, config_file, shared))
+        checks.extend(parse_checks(file_checks, config_file,
+                                   {**shared, "sentinel_password": values["redis_sentinel_password"]}))
     if len(checks) > MAX_CHECKS:
         raise ConfigError(f"invalid checks in {config_file}: {len(checks)} checks, at most {MAX_CHECKS}")
     names = [c.name for c in checks]

@@ -99,6 +99,15 @@ class StateCollector(Collector):
                 up.add_metric([name], passed)
         yield up
         yield check_up
+        slots = GaugeMetricFamily(PREFIX + "redis_cluster_slots",
+                                  "Redis Cluster slots by state (ok, pfail, fail) as the checked node last saw them.",
+                                  labels=["check", "state"])
+        for name, check in snap.checks.items():
+            cluster = check.last.cluster if check.last is not None else None
+            if cluster is not None:
+                for slot_state, count in (("ok", cluster.ok), ("pfail", cluster.pfail), ("fail", cluster.fail)):
+                    slots.add_metric([name, slot_state], count)
+        yield slots
         info = GaugeMetricFamily(PREFIX + "build_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

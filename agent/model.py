@@ -58,12 +58,23 @@ class Origin(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSlots:
+    """A Redis Cluster node's view of the 16384 slots (``CLUSTER INFO``), for ``/status`` and the metrics."""
+
+    state: str
+    ok: int
+    pfail: int
+    fail: int
+
+
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """One observation. ``detail`` is for humans (logs, /status) and never holds secrets.
 
     ``conclusive`` marks a failure that leaves no doubt the dependency is gone — a *fresh* connection was
     refused or reset while connecting (nothing listens) — as opposed to a timeout, an error reply or a dropped
-    connection, which are weighed with the failure threshold (docs/design.md, "Evidence").
+    connection, which are weighed with the failure threshold (docs/design.md, "Evidence"). ``cluster`` is set
+    when the observation read ``CLUSTER INFO``.
     """
 
     ok: bool
@@ -72,6 +83,7 @@ class CheckResult:
     detail: str = ""
     origin: Origin = Origin.PROBE
     conclusive: bool = False
+    cluster: ClusterSlots | None = None
 
 
 class Check(Protocol):

@@ -14,7 +14,8 @@ from typing import Any
 
 from agent.checkconfig import CheckConfig
 from agent.model import ReadinessMode
-from agent.urls import RedisTarget, parse_redis_url
+from agent.sentinel import SentinelTarget, parse_any_redis_url
+from agent.urls import RedisTarget
 from agent.values import (
     Listen,
     choice,
@@ -61,6 +62,7 @@ class Spec:
     metavar: str | None = None
     flag_only_bool: bool = False
     url: bool = False
+    secret: bool = False  # shown as *** in /status, the start-up log and error messages
     aliases: tuple[str, ...] = ()
     run_only: bool = False  # only ``run`` uses it: hidden from ``check --help``/``wait --help``, still accepted
 
@@ -90,8 +92,13 @@ class Settings:
     """The validated, effective configuration. ``sources[name]`` says where each value came from."""
 
     # setting() returns a dataclasses.field (ruff's RUF009 cannot see that through the helper).
-    redis_url: RedisTarget = setting(  # noqa: RUF009
-        parse_redis_url, DEFAULT_REDIS_URL, "Redis to gate on (redis:// or rediss://)", "URL", url=True)
+    redis_url: RedisTarget | SentinelTarget = setting(  # noqa: RUF009
+        parse_any_redis_url, DEFAULT_REDIS_URL,
+        "Redis to gate on (redis://, rediss://, or redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER[/DB])", "URL",
+        url=True)
+    redis_require_master: bool = setting(
+        parse_bool, True, "the --redis-url node must be the master: a replica (a demoted master) fails with readonly; "
+        "false to gate on a replica", flag_only_bool=True)
     listen: Listen = setting(  # noqa: RUF009
         parse_listen, "0.0.0.0:9180", "HTTP listen address, e.g. 0.0.0.0:9180 or [::]:9180", "HOST:PORT",
         run_only=True)
@@ -143,6 +150,11 @@ class Settings:
     redis_canary_interval: float = setting(parse_duration, 10.0,
                                            "how often the write canary and pub/sub round trip run while they pass",
                                            "DURATION")
+    redis_sentinel_password: str | None = setting(parse_text, None, "the sentinels' own password (not the data "
+                                                  "node's, which is in the URL or --redis-password-file)",
+                                                  "PASSWORD", secret=True)
+    redis_sentinel_password_file: str | None = setting(parse_text, None, "file holding the sentinels' password "
+                                                       "(re-read on change)", "FILE")
     kube_readiness_gate: bool = setting(parse_bool, False, "patch the pod's readiness-gate condition",
                                         flag_only_bool=True, run_only=True)
     kube_condition_type: str = setting(parse_text, "readiness-agent.io/dependencies-ready",
@@ -185,8 +197,10 @@ class Settings:
         out: dict[str, dict[str, Any]] = {}
         for spec in SPECS:
             value = getattr(self, spec.name)
-            if isinstance(value, RedisTarget):
+            if isinstance(value, RedisTarget | SentinelTarget):
                 value = value.redacted
+            elif spec.secret and value is not None:
+                value = "***"
             elif isinstance(value, Listen):
                 value = str(value)
             out[spec.name] = {"value": value, "source": str(self.sources.get(spec.name, Source.DEFAULT))}

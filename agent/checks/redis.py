@@ -17,6 +17,10 @@ Design choices, each from a real failure mode (docs/design.md):
 * locked-down servers: ``INFO`` or ``ROLE`` renamed away or outside the ACL user's rights is not a failure;
   the check keeps to what it may run (``PING`` and ``ROLE``; ``INFO replication`` instead of ``ROLE``; at
   worst ``PING`` alone) and says so in one warning;
+* Sentinel and Cluster (redis_topology.py): the connection goes to the master the sentinels name, is dropped
+  and the master looked up again after any failure, and a ``+switch-master`` is an observation at once; a
+  cluster node (INFO ``cluster_enabled:1``) also answers ``CLUSTER INFO`` each check, and ``cluster_state``
+  decides;
 * opt-in, on their own cadence after a passing round trip: the write canary and the pub/sub round trip
   (canary.py, pubsub.py), for a server that answers PING but refuses writes or drops messages.
 """
@@ -37,6 +41,8 @@ from agent.checks.pubsub import CHANNEL_PREFIX, PubSubRoundTrip
 from agent.checks.redis_conn import ConnectionLost, RedisEndpoint, RespConnection
 from agent.checks.redis_monitor import ConnectionWatch
 from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
+from agent.checks.redis_sentinel import SentinelFailure
+from agent.checks.redis_topology import CLUSTER_INFO, Topology
 from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
@@ -72,11 +78,13 @@ class RedisCheck:
         self.timeout = timeout
         self.clock = clock
         self.endpoint = RedisEndpoint(config, timeout)
+        self.topology = Topology(config, timeout)
         self.watch = ConnectionWatch()
         self._conn: RespConnection | None = None
         self._role = True  # ROLE may be run
         self._info: tuple[str, ...] | None = ("persistence", "replication")  # None: INFO may not be run
         self._ask_info = True  # send INFO with the next check
+        self._cluster_learned = False  # the INFO just read said cluster mode for the first time
         self._warned = False
         self.probes = self._probes()
         self._deadline = 0.0
@@ -98,15 +106,18 @@ class RedisCheck:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         self.watch.hold(None)
+        self.topology.connection_dropped()
         if conn is not None:
             await conn.aclose()
 
     async def run(self) -> CheckResult:
         """One round trip (PING, ROLE, maybe INFO and EXISTS), bounded by ``timeout``; drop the connection on error."""
         started = self.clock()
+        self.topology.cluster_info = None
         self.endpoint.keep_fresh()
-        if self._conn is not None and (not self._conn.is_open or self.endpoint.credentials_changed()):
-            await self._drop()  # the server ended it (the watch reported that), or new credentials
+        if self._conn is not None and (not self._conn.is_open or self.endpoint.credentials_changed()
+                                       or self.topology.moved(self.endpoint.address)):
+            await self._drop()  # the server ended it (the watch reported that), new credentials, or a failover
         reused = self._conn is not None and self._conn.used
         self._deadline = asyncio.get_running_loop().time() + self.timeout
         try:
@@ -123,28 +134,33 @@ class RedisCheck:
         except asyncio.CancelledError:
             await self._drop()
             raise
+        except SentinelFailure as exc:  # no master to connect to
+            failure = exc.reason, exc.detail
         except ProbeTimeout as exc:  # a probe's reply is still owed: the connection goes
             await self._drop()
             return CheckResult(False, self.clock() - started, Reason.TIMEOUT, exc.detail)
         except _NothingListens as exc:
             await self._drop()
+            self.topology.failed()
             reason, detail = classify(exc.__cause__ or exc)
             return CheckResult(False, self.clock() - started, reason, detail, conclusive=True)
         except _ErrorReply as exc:  # -LOADING, -BUSY, -MASTERDOWN…: a complete answer, the connection stays
-            reason, detail = classify(exc.reply)
-            return CheckResult(False, self.clock() - started, reason, detail)
+            failure = classify(exc.reply)
         except Exception as exc:  # handshake refused, timeout, reset, protocol: the connection goes
             await self._drop()
-            reason, detail = classify(exc)
-            return CheckResult(False, self.clock() - started, reason, detail)
+            failure = classify(exc)
         if failure is not None:
-            return CheckResult(False, self.clock() - started, failure[0], failure[1])
-        return CheckResult(True, self.clock() - started)
+            if self.topology.sentinel and failure[0] is not Reason.MAINTENANCE:  # ask the sentinels afresh
+                await self._drop()
+                self.topology.failed()
+            return CheckResult(False, self.clock() - started, failure[0], failure[1], cluster=self.topology.slots())
+        return CheckResult(True, self.clock() - started, cluster=self.topology.slots())
 
     async def _attempt(self) -> Failure | None:
         conn = self._conn
         handshake: list[tuple[str, ...]] = []
         if conn is None:
+            self.endpoint.address = await self.topology.address(self.endpoint.address)
             # IAM: the current token, or IamError (reason auth, its own words) before the deadline, unconnected
             await self.endpoint.prepare(max(0.0, self._deadline - asyncio.get_running_loop().time() - PROBE_MARGIN))
             try:
@@ -161,6 +177,9 @@ class RedisCheck:
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply
         failure = self._judge(probe, replies[len(handshake):])
+        if failure is None and self._cluster_learned and CLUSTER_INFO not in probe:
+            # INFO just said cluster_enabled:1: one more round trip, so not even this check passes unjudged.
+            failure = self.topology.judge((await conn.pipeline(CLUSTER_INFO))[0])
         if failure is None and self.probes:
             failure = await self.probes.run(conn, self._deadline)
         conn.used = True
@@ -171,7 +190,8 @@ class RedisCheck:
         if self._role:
             commands.append(("ROLE",))
         if self._info is not None and (self._ask_info or not self._role):
-            commands.append(("INFO", *(self._info if self._role else ("replication",))))
+            commands.append(("INFO", *self.topology.info_sections(self._info if self._role else ("replication",))))
+        commands.extend(self.topology.commands())
         if self.config.maintenance_key:
             commands.append(("EXISTS", self.config.maintenance_key))
         return commands
@@ -184,13 +204,15 @@ class RedisCheck:
             raise _ErrorReply(ping)
         if ping != b"PONG":
             return Reason.PROTOCOL, "PING did not answer PONG"
-        refused = [name for name in ("INFO", "ROLE") if unavailable(by_name.get(name))]
+        refused = [name for name in ("INFO", "ROLE", "CLUSTER") if unavailable(by_name.get(name))]
+        self._cluster_learned = False
         info_failure = self._judge_info(by_name.get("INFO"))
+        cluster_failure = self.topology.judge(by_name["CLUSTER"]) if "CLUSTER" in by_name else None
         role_failure = self._judge_role(by_name.get("ROLE"))
         if refused:
             self._degrade(refused)
         self._ask_info = role_failure is not None
-        failure = info_failure or role_failure
+        failure = info_failure or cluster_failure or role_failure
         if failure is None and "EXISTS" in by_name:
             failure = self._judge_maintenance(by_name["EXISTS"])
         return failure
@@ -203,7 +225,7 @@ class RedisCheck:
             return None
         if isinstance(reply, rx.ResponseError):
             raise _ErrorReply(reply)
-        return judge_role(reply, self.config.require_master)
+        return judge_role(reply, self.topology.require_master())
 
     def _judge_info(self, reply: Any) -> Failure | None:
         if reply is None:
@@ -216,7 +238,9 @@ class RedisCheck:
                 self._info = ()  # Redis < 7 takes one INFO section at a time: the default sections next time
                 return None
             raise _ErrorReply(reply)
-        return judge_info(parse_info(reply), self.config.require_master)
+        info = parse_info(reply)
+        self._cluster_learned = self.topology.learn(info)
+        return judge_info(info, self.topology.require_master())
 
     def _judge_maintenance(self, reply: Any) -> Failure | None:
         if isinstance(reply, rx.ResponseError):
@@ -240,11 +264,25 @@ class RedisCheck:
                     extra={"check": self.name, "event": "degraded_commands"})
 
     async def wait_lost(self) -> None:
-        """Return when the server ends the held connection (see redis_monitor.py)."""
-        await self.watch.wait_lost()
+        """Return when the server ends the held connection (see redis_monitor.py), or, with Sentinel, when
+        ``+switch-master`` moves the master away from it: either way the check is asked again at once."""
+        if not self.topology.sentinel:
+            await self.watch.wait_lost()
+            return
+        lost = asyncio.create_task(self.watch.wait_lost(), name=f"conn-lost:{self.name}")
+        moved = asyncio.create_task(self.topology.wait_moved(), name=f"master-moved:{self.name}")
+        try:
+            await asyncio.wait({lost, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (lost, moved):
+                task.cancel()
+            await asyncio.gather(lost, moved, return_exceptions=True)
+        if moved.cancelled() or moved.exception() is not None:
+            lost.result()  # re-raises MonitorUnavailable when no connection is held
 
     async def close(self) -> None:
-        """Close the connections and stop refreshing IAM tokens."""
+        """Close the connections, any sentinel subscription, and stop refreshing IAM tokens."""
         await self._drop()
         await self.probes.close()
         await self.endpoint.close()
+        await self.topology.close()

@@ -130,6 +130,7 @@ class RedisEndpoint:
         assert config.redis is not None
         self.config = config
         self.target: RedisTarget = config.redis
+        self.address: tuple[str, int] = (self.target.host, self.target.port)  # Sentinel sets it per connection
         self.timeout = timeout
         self.limits = limits
         self.budget = ByteBudget(limits.bytes_per_second)
@@ -168,7 +169,7 @@ class RedisEndpoint:
         """A new TCP (or TLS) stream with keepalive, verified against ``tls_server_name`` when set."""
         context = self.ssl_context()
         hostname = self.tls.server_hostname(self.target.host) if self.tls is not None else None
-        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=context,
+        reader, writer = await asyncio.open_connection(*self.address, ssl=context,
                                                        server_hostname=hostname, limit=READ_CHUNK)
         _keepalive(writer)
         return reader, writer

@@ -150,10 +150,10 @@ def judge_role(reply: object, require_master: bool) -> tuple[Reason, str] | None
     if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
         raise rx.InvalidResponse("ROLE did not answer a role")
     if reply[0] == b"slave":
-        if require_master:
-            return Reason.READONLY, "a replica, and this check requires the master"
         if len(reply) < 4 or reply[3] != b"connected":
             return Reason.MASTER_LINK_DOWN, "replica's master link is down"
+        if require_master:
+            return Reason.READONLY, "a replica, and this check requires the master"
     return None
 
 
@@ -165,10 +165,8 @@ def judge_info(info: dict[str, str], require_master: bool) -> tuple[Reason, str]
         return Reason.LOADING, "INFO says async_loading:1"
     role = info.get("role")
     if role == "slave":
-        if require_master:
-            return Reason.READONLY, "a replica, and this check requires the master"
         if info.get("master_link_status") != "up":
             return Reason.MASTER_LINK_DOWN, "replica's master link is down"
-    if info.get("cluster_state") not in (None, "ok"):
-        return Reason.CLUSTER_DOWN, f"cluster_state:{info.get('cluster_state')}"
-    return None
+        if require_master:
+            return Reason.READONLY, "a replica, and this check requires the master"
+    return None  # cluster_state is not in INFO: CLUSTER INFO is judged apart (agent/cluster.py)
