@@ -1,20 +1,26 @@
-"""Redis Cluster: CLUSTER INFO parsed and judged, against a real 3-master cluster (node timeout 1 s) too.
+"""Redis Cluster: CLUSTER INFO parsed and judged, and the real agent on a real 3-master cluster (node timeout 1 s).
 
 The cluster is made by ``redis-cli --cluster create`` over real ``redis-server --cluster-enabled yes`` nodes
-on loopback (tests/support/topology.py); killing a master without replicas leaves a third of the slots
-uncovered, which the surviving nodes turn into ``cluster_state:fail`` after the node timeout.
+(and ``valkey-server`` ones) on loopback (tests/support/topology.py); killing a master without replicas leaves
+a third of the slots uncovered, which the surviving nodes turn into ``cluster_state:fail`` after the node
+timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.cluster import TOTAL_SLOTS, cluster_enabled, judge_cluster, parse_cluster_info
 from agent.model import Reason
-from tests.support.redisproc import parse_info
-from tests.support.topology import CLUSTER_NODE_TIMEOUT_MS, ClusterSet
+from tests.support.agentproc import AgentProcess, ReadyzSampler
+from tests.support.redisproc import REDIS_SERVER
+from tests.support.topology import CLUSTER_NODE_TIMEOUT_MS, ClusterSet, valkey_server
+from tests.test_example_configs import load_example
 
 HEALTHY = (b"cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n"
            b"cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:3\r\ncluster_size:3\r\n")
@@ -56,25 +62,59 @@ class TestClusterInfo:
         assert not cluster_enabled({"cluster_enabled": "0"}) and not cluster_enabled({})
 
 
-class TestRealCluster:
-    def test_master_loss_is_cluster_down_while_ping_answers_and_recovery_is_ok(self) -> None:
-        """Three masters, one killed: a surviving node still answers PONG and says cluster_enabled:1 in INFO,
-        and its CLUSTER INFO is judged cluster_down; restarted, the cluster is judged usable again."""
-        with ClusterSet(3) as cluster:
-            cluster.start()
-            survivor, victim = cluster.nodes[0], cluster.nodes[2]
-            assert cluster_enabled(survivor.info("cluster"))
-            assert "cluster_state" not in survivor.info("everything")  # the old judge_info read it from INFO
-            assert judge_cluster(parse_cluster_info(survivor.cli("CLUSTER", "INFO"))) is None
-            killed = time.monotonic()
-            victim.kill()
-            failed_at = cluster.wait_state("fail", [survivor], timeout=CLUSTER_NODE_TIMEOUT_MS / 1000 * 2 + 5)
-            assert failed_at - killed >= CLUSTER_NODE_TIMEOUT_MS / 1000  # not before the node timeout
-            assert survivor.ping() == "PONG"
-            failure = judge_cluster(parse_cluster_info(survivor.cli("CLUSTER", "INFO")))
-            assert failure is not None and failure[0] is Reason.CLUSTER_DOWN
-            assert "fail 5461" in failure[1] or "pfail" in failure[1]
-            victim.start()
-            cluster.wait_state("ok", cluster.nodes, timeout=10)
-            assert judge_cluster(parse_cluster_info(survivor.cli("CLUSTER", "INFO"))) is None
-            assert parse_info(str(victim.cli("INFO", "cluster"))).get("cluster_enabled") == "1"
+class TestClusterExample:
+    def test_example_config_loads(self, tmp_path: Path) -> None:
+        """examples/configs/cluster.yaml is valid: a required TLS check on a discovery endpoint, an optional one."""
+        settings = load_example("cluster.yaml", tmp_path)
+        sessions, cache = settings.checks
+        assert (sessions.name, sessions.required, cache.name, cache.required) == ("sessions", True, "cache", False)
+        assert sessions.redis is not None and sessions.redis.tls and sessions.ca_file and sessions.password_file
+
+
+class TestClusterAgent:
+    @pytest.mark.parametrize("server", ["redis", "valkey"])
+    async def test_cluster_failure_is_503_with_cluster_down_and_recovery_is_200(self, server: str) -> None:
+        """The real agent on a plain redis:// URL of one node (Redis, and Valkey): a master of the cluster
+        killed → /readyz 503 with reason cluster_down (the node itself still answers PONG) within the detection
+        bound of the cluster turning fail, slot figures in /status and /metrics; the master back → 200."""
+        binary = valkey_server() if server == "valkey" else REDIS_SERVER
+        with ClusterSet(3, binary=binary) as cluster:
+            await asyncio.to_thread(cluster.start)
+            node, victim = cluster.nodes[0], cluster.nodes[2]
+            assert cluster_enabled(node.info("cluster"))  # how the agent knows, from a plain URL
+            assert "cluster_state" not in node.info("everything")  # the old judge_info looked for it here
+            agent = AgentProcess("--redis-url", node.url)  # the defaults: the figures a user gets
+            sampler: ReadyzSampler | None = None
+            try:
+                await asyncio.to_thread(agent.start)
+                sampler = ReadyzSampler(agent.base + "/readyz").start()
+                await sampler.wait_for(200, after=0, timeout=10)
+                status = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
+                bound = status["detection_bound_seconds"]
+                assert status["checks"]["redis"]["cluster"] == {
+                    "state": "ok", "slots_ok": TOTAL_SLOTS, "slots_pfail": 0, "slots_fail": 0}
+                killed = time.monotonic()
+                await asyncio.to_thread(victim.kill)
+                failed_at = await asyncio.to_thread(cluster.wait_state, "fail", [node], 10)
+                down_at = await sampler.wait_for(503, after=killed, timeout=bound * 2 + 1)
+                assert await asyncio.to_thread(node.ping) == "PONG"
+                status = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
+                metrics = (await asyncio.to_thread(agent.get, "/metrics"))[1]
+                await asyncio.to_thread(victim.start)
+                healed_at = await asyncio.to_thread(cluster.wait_state, "ok", cluster.nodes, 10)
+                up_at = await sampler.wait_for(200, after=healed_at, timeout=10)
+            finally:
+                if sampler is not None:
+                    await sampler.stop()
+                output = agent.output()
+                agent.close()
+        check = status["checks"]["redis"]
+        assert check["last_failure_reason"] == "cluster_down", output
+        assert check["last"]["detail"].startswith("cluster_state:fail")
+        assert check["cluster"]["state"] == "fail" and check["cluster"]["slots_ok"] < TOTAL_SLOTS
+        assert 'readiness_agent_redis_cluster_slots{check="redis",state="ok"}' in metrics
+        assert failed_at - killed >= CLUSTER_NODE_TIMEOUT_MS / 1000  # the servers' verdict, not the agent's
+        assert down_at - failed_at <= bound + 0.05  # 0.05: the ground truth polls CLUSTER INFO every 20 ms
+        assert up_at - healed_at <= 0.5 + 1.0 * 1.2 + 1  # window + interval × (1 + jitter) + 1 s
+        print(f"cluster ({server}): kill -> 503 {down_at - killed:.2f}s, cluster_state:fail -> 503 "
+              f"{down_at - failed_at:.2f}s (bound {bound:.2f}s), cluster_state:ok -> 200 {up_at - healed_at:.2f}s")

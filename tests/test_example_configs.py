@@ -37,7 +37,8 @@ class TestExampleConfigs:
     def test_every_example_is_tested(self) -> None:
         """The examples directory holds exactly the configs this file checks."""
         assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == [
-            "memorystore-cluster-iam.yaml", "memorystore-standard.yaml", "redis-and-auth-service.yaml"]
+            "cluster.yaml", "memorystore-cluster-iam.yaml", "memorystore-standard.yaml", "redis-and-auth-service.yaml",
+            "sentinel.yaml"]  # cluster.yaml and sentinel.yaml: tests/test_cluster.py and tests/test_sentinel.py
 
     def test_memorystore_standard_with_auth_and_tls(self, tmp_path: Path) -> None:
         """Standard tier: TLS on 6378 with the server CA, the AUTH string from a file, the write canary on."""
@@ -62,7 +63,7 @@ class TestExampleConfigs:
         assert admin.kind == "http" and not admin.required and admin.http is not None and admin.http.ca_file
 
     @pytest.mark.parametrize("name", ["memorystore-standard.yaml", "memorystore-cluster-iam.yaml",
-                                      "redis-and-auth-service.yaml"])
+                                      "redis-and-auth-service.yaml", "sentinel.yaml", "cluster.yaml"])
     def test_opens_with_its_purpose_and_how_to_run(self, name: str) -> None:
         """Each example opens with what it is for and how to run it."""
         lines = (EXAMPLES / name).read_text().splitlines()

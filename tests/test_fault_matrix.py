@@ -33,6 +33,7 @@ from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, encode_command
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 0.5, 0.1, 0.3, 3
 DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
 READY_BOUND = WINDOW + INTERVAL * 1.2 + 1.0
+REPLICA_OK = ("--redis-require-master=false",)
 AGENT_ARGS = ["--window", str(WINDOW), "--interval", str(INTERVAL), "--retry-interval", str(RETRY),
               "--timeout", str(TIMEOUT), "--failure-threshold", str(THRESHOLD)]
 
@@ -254,6 +255,7 @@ class Fault:
     prepare: Step = _noop
     hold: float = 1.0
     slow: bool = False
+    agent_args: tuple[str, ...] = ()
 
 
 FAULTS = [
@@ -268,10 +270,11 @@ FAULTS = [
     Fault("flap every 100 ms", _flap, proxy_mode("pass"), ("refused", "timeout"), hold=3.0, slow=True),
     Fault("LOADING restart", blocking(_restart_loading), blocking(lambda r: r.redis.wait_loaded()),
           ("refused", "loading"), prepare=blocking(_prepare_loading), hold=0.0, slow=True),
+    # A replica on purpose (the master is not required), so its own faults are what is judged.
     Fault("replica, master gone", blocking(_orphan(True)), blocking(_promote), ("master_link_down", "loading"),
-          slow=True),
+          slow=True, agent_args=REPLICA_OK),
     Fault("MASTERDOWN (stale data off)", blocking(_orphan(False)), blocking(_promote), ("master_link_down",),
-          slow=True),
+          slow=True, agent_args=REPLICA_OK),
     Fault("BUSY script", blocking(_busy), blocking(_unbusy), ("busy",)),
     Fault("DEBUG SLEEP", blocking(_sleep), blocking(_wake), ("timeout",), hold=0.0, slow=True),
     Fault("MISCONF", blocking(lambda r: r.redis.break_persistence()),
@@ -295,7 +298,7 @@ async def test_fault_row(fault: Fault) -> None:
     proxy = FaultProxy(redis.address)
     await proxy.start()
     rig = Rig(redis, proxy)
-    agent = AgentProcess("--redis-url", proxy.url(), "--log-format", "json", *AGENT_ARGS)
+    agent = AgentProcess("--redis-url", proxy.url(), "--log-format", "json", *AGENT_ARGS, *fault.agent_args)
     truth = GroundTruth("127.0.0.1", proxy.port)
     sampler: ReadyzSampler | None = None
     try:
