@@ -26,7 +26,8 @@ CONDITION_REASONS = {
     "cluster_down": "RedisClusterDown", "readonly": "RedisReadOnly", "busy": "RedisBusy",
     "oom": "RedisOutOfMemory", "protocol": "RedisProtocolError", "dns": "RedisDNSFailed",
     "maintenance": "Maintenance", "error": "CheckError", "draining": "Draining", "starting": "Starting",
-    "stabilizing": "Stabilizing", "degraded": "Degraded",
+    "stabilizing": "Stabilizing", "degraded": "Degraded", "noreplicas": "RedisNoReplicas",
+    "no_master": "RedisNoMaster",
 }
 
 

