@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agent.urls import RedisTarget, parse_redis_url
+from agent.urls import RedisTarget, parse_redis_url, split_url
 from agent.values import parse_text
 
 SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
@@ -85,14 +85,7 @@ def _shown(host: str, port: int) -> str:
 
 def parse_sentinel_url(raw: object) -> SentinelTarget:
     """Validate a Sentinel URL: scheme, credentials, 1 to 16 sentinels, master name, db index."""
-    text = parse_text(raw)
-    match = _SCHEME.match(text)
-    if not match or match.group(1).lower() not in SCHEMES:
-        raise ValueError("must start with redis+sentinel:// or rediss+sentinel://")
-    scheme, rest = match.group(1).lower(), match.group(2)
-    userinfo: str | None = None
-    if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
+    scheme, userinfo, rest = split_url(raw, SCHEMES)
     if "?" in rest or "#" in rest:
         raise ValueError("must not carry ?options or #fragments (use flags or the config file)")
     hosts_text, slash, path = rest.partition("/")

@@ -10,6 +10,7 @@ shown with everything between ``//`` and the last ``@`` masked.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -58,16 +59,23 @@ def _port(text: str | None) -> int:
     return int(text)
 
 
-def parse_redis_url(raw: object) -> RedisTarget:
-    """Validate a Redis URL: scheme, credentials, host, port (1-65535), db index (ASCII digits)."""
+def split_url(raw: object, schemes: Collection[str]) -> tuple[str, str | None, str]:
+    """A URL's lower-cased scheme (one of ``schemes``), its userinfo (up to the *last* ``@``, None without
+    one) and the rest; the error names the schemes expected."""
     text = parse_text(raw)
     match = _SCHEME.match(text)
-    if not match or match.group(1).lower() not in SCHEMES:
-        raise ValueError("must start with redis:// or rediss://")
+    if not match or match.group(1).lower() not in schemes:
+        raise ValueError("must start with " + " or ".join(f"{s}://" for s in schemes))
     scheme, rest = match.group(1).lower(), match.group(2)
     userinfo: str | None = None
     if "@" in rest:
         userinfo, _, rest = rest.rpartition("@")
+    return scheme, userinfo, rest
+
+
+def parse_redis_url(raw: object) -> RedisTarget:
+    """Validate a Redis URL: scheme, credentials, host, port (1-65535), db index (ASCII digits)."""
+    scheme, userinfo, rest = split_url(raw, SCHEMES)
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:cut], rest[cut:]
     if tail.startswith(("?", "#")) or "?" in tail or "#" in tail:
