@@ -21,13 +21,19 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checks.canary import Cadence, Failure, Pipeliner, ProbeTimeout, refused
-from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, Limits, ReplyParser, encode
+from agent.checks.redis_protocol import (
+    DEFAULT_LIMITS,
+    ByteBudget,
+    Limits,
+    ReplyParser,
+    encode,
+    read_replies,
+)
 from agent.checks.redis_replies import classify
 from agent.model import Reason
 
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 CHANNEL_PREFIX = "readiness-agent:pubsub"
-READ_CHUNK = 64 * 1024
 CLOSE_WAIT = 0.5  # bound on waiting for a closed connection to finish closing
 
 
@@ -88,19 +94,8 @@ class Subscriber:
         self._waiting.pop(payload, None)
 
     async def _read_loop(self) -> None:
-        try:
-            while True:
-                data = await self._reader.read(READ_CHUNK)
-                if not data:
-                    raise ConnectionError("subscriber connection closed by the server")
-                self._budget.spend(len(data))
-                for reply in self._parser.feed(data):
-                    self._deliver(reply)
-        except asyncio.CancelledError:
-            self._end(None)
-            raise
-        except (OSError, rx.RedisError) as exc:
-            self._end(exc)
+        await read_replies(self._reader, self._parser, self._budget, self._deliver, self._end,
+                           lambda text: ConnectionError(f"subscriber {text}"))
 
     def _deliver(self, reply: Any) -> None:
         if not self._subscribed:
@@ -118,6 +113,7 @@ class Subscriber:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error or ConnectionError("subscriber connection closed"))
+                future.exception()  # retrieved: a payload nobody waits for any more must not log
         self._waiting.clear()
         self._writer.close()
 

@@ -26,12 +26,19 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checkconfig import CheckConfig
-from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, Limits, ReplyParser, encode
+from agent.checks.redis_protocol import (
+    DEFAULT_LIMITS,
+    READ_CHUNK,
+    ByteBudget,
+    Limits,
+    ReplyParser,
+    encode,
+    read_replies,
+)
 from agent.iam import TokenProvider
 from agent.secretfile import SecretFile
 from agent.urls import RedisTarget
 
-READ_CHUNK = 64 * 1024
 CLIENT_NAME = "readiness-agent"
 # TCP keepalive on every connection: a path that died without a RST (a partition that never heals) is noticed
 # between checks too, after KEEPIDLE + KEEPINTVL × KEEPCNT = 25 s of silence.
@@ -74,29 +81,19 @@ class RespConnection:
         await self._writer.drain()
         return list(await asyncio.gather(*futures))  # gather retrieves every exception, not just the first
 
+    def _deliver(self, reply: Any) -> None:
+        if not self._waiting:
+            # Nothing asked: Redis only does this to say why it closes (``-ERR max number of clients
+            # reached``), anything else is not Redis.
+            if isinstance(reply, rx.ResponseError):
+                raise reply
+            raise rx.InvalidResponse("an unrequested reply")
+        waiter = self._waiting.popleft()
+        if not waiter.done():
+            waiter.set_result(reply)
+
     async def _read_loop(self) -> None:
-        try:
-            while True:
-                data = await self._reader.read(READ_CHUNK)
-                if not data:
-                    raise ConnectionLost("Connection closed by server.")
-                self._budget.spend(len(data))
-                for reply in self._parser.feed(data):
-                    if not self._waiting:
-                        # Nothing asked: Redis only does this to say why it closes (``-ERR max number of
-                        # clients reached``), anything else is not Redis.
-                        if isinstance(reply, rx.ResponseError):
-                            raise reply
-                        raise rx.InvalidResponse("an unrequested reply")
-                    waiter = self._waiting.popleft()
-                    if not waiter.done():
-                        waiter.set_result(reply)
-        except asyncio.CancelledError:
-            self._end(None)
-            raise
-        except (OSError, rx.RedisError) as exc:
-            error = ConnectionLost(f"Connection reset: {exc}") if isinstance(exc, OSError) else exc
-            self._end(error)
+        await read_replies(self._reader, self._parser, self._budget, self._deliver, self._end, ConnectionLost)
 
     def _end(self, error: BaseException | None) -> None:
         if not self.lost.done():

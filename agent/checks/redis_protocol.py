@@ -15,6 +15,7 @@ errors here.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -173,3 +174,32 @@ class ReplyParser:
             if len(self._stack) >= self.limits.depth:
                 raise ReplyTooLarge(f"a reply nested deeper than {self.limits.depth}")
             self._stack.append(([], number))
+
+
+READ_CHUNK = 64 * 1024
+
+
+async def read_replies(reader: asyncio.StreamReader, parser: ReplyParser, budget: ByteBudget,
+                       deliver: Callable[[Any], None], end: Callable[[BaseException | None], None],
+                       lost: Callable[[str], BaseException]) -> None:
+    """Read from ``reader`` within ``budget`` and hand every parsed reply to ``deliver`` until the connection
+    ends; then call ``end`` once: with None when we cancelled it, else with why it ended (``lost(text)`` for
+    EOF and socket errors, the protocol error itself otherwise).
+
+    The one read loop of every held connection (the check's and the pub/sub subscriber's).
+    """
+    try:
+        while True:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                raise lost("connection closed by the server")
+            budget.spend(len(data))
+            for reply in parser.feed(data):
+                deliver(reply)
+    except asyncio.CancelledError:
+        end(None)
+        raise
+    except OSError as exc:
+        end(lost(f"connection reset: {exc}"))
+    except rx.RedisError as exc:
+        end(exc)
