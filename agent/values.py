@@ -24,13 +24,17 @@ _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _WEEK = 86400 * 7
 
 
+def _number(raw: object, expected: str) -> float | None:
+    """A YAML number as a float, None for text (the caller parses it); a boolean is refused with ``expected``."""
+    if isinstance(raw, bool):
+        raise ValueError(expected)
+    return float(raw) if isinstance(raw, int | float) else None
+
+
 def parse_duration(raw: object) -> float:
     """Seconds from ``0.5``, ``500ms``, ``2s``, ``1m``; negative, NaN and infinite values are refused."""
-    if isinstance(raw, bool):
-        raise ValueError("expected a duration such as 0.5, 500ms, 2s or 1m")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    else:
+    value = _number(raw, "expected a duration such as 0.5, 500ms, 2s or 1m")
+    if value is None:
         text = str(raw)
         if text.strip().startswith("-"):
             raise ValueError("must not be negative")
@@ -65,11 +69,8 @@ def parse_positive_int(raw: object) -> int:
 
 def parse_fraction(raw: object) -> float:
     """A fraction from 0 to 0.5 (``0.2`` is ± 20 %)."""
-    if isinstance(raw, bool):
-        raise ValueError("expected a fraction from 0 to 0.5")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    else:
+    value = _number(raw, "expected a fraction from 0 to 0.5")
+    if value is None:
         text = str(raw).strip(" \t")
         if not _FRACTION.fullmatch(text):  # float() would take "٠.٢" and NBSP: ASCII only
             raise ValueError("expected a fraction from 0 to 0.5")

@@ -218,20 +218,17 @@ class RedisCheck:
         return failure
 
     def _judge_role(self, reply: Any) -> Failure | None:
-        if reply is None:
-            return None
-        if unavailable(reply):
-            self._role = False
+        if reply is None or unavailable(reply):
+            self._role = self._role and reply is None  # refused (renamed, ACL): not sent again
             return None
         if isinstance(reply, rx.ResponseError):
             raise _ErrorReply(reply)
         return judge_role(reply, self.topology.require_master())
 
     def _judge_info(self, reply: Any) -> Failure | None:
-        if reply is None:
-            return None
-        if unavailable(reply):
-            self._info = None
+        if reply is None or unavailable(reply):
+            if reply is not None:
+                self._info = None  # refused (renamed, ACL): not sent again
             return None
         if isinstance(reply, rx.ResponseError):
             if str(reply).startswith("ERR wrong number of arguments") and self._info:
