@@ -43,6 +43,7 @@ from agent.model import CheckResult, ReadinessMode, Reason
 from agent.store import VerdictStore
 from agent.verdict import Timing
 from tests.support.kubeapi import REASON_RE, KubeAPI, make_tls, until, write_kubeconfig
+from tests.support.logcapture import AgentLogs, agent_logs
 from tests.support.redisproc import free_port
 
 NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
@@ -54,20 +55,6 @@ CHECK_REASONS = tuple(r.value for r in Reason)  # every reason the agent can giv
 FAST = {"request_timeout": 1.0, "backoff_base": 0.02, "backoff_cap": 0.3}
 
 
-class Logs(logging.Handler):
-    """Collects the agent logger's records (the agent's logger does not propagate once configured)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def lines(self, level: int = logging.WARNING) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
 @pytest.fixture(autouse=True)
 def collected() -> Iterator[None]:
     """Collect garbage after each test, so a leaked socket or transport fails the test that leaked it."""
@@ -76,15 +63,9 @@ def collected() -> Iterator[None]:
 
 
 @pytest.fixture
-def logs() -> Iterator[Logs]:
-    handler = Logs()
-    logger = logging.getLogger("readiness_agent")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+def logs() -> Iterator[AgentLogs]:
+    with agent_logs(AgentLogs()) as handler:
+        yield handler
 
 
 @pytest_asyncio.fixture
@@ -312,7 +293,7 @@ class TestPodGate:
 
 
 class TestPodGateFailures:
-    async def test_rbac_denied_logged_once_and_counted(self, api: KubeAPI, gates: Gates, logs: Logs) -> None:
+    async def test_rbac_denied_logged_once_and_counted(self, api: KubeAPI, gates: Gates, logs: AgentLogs) -> None:
         """A 403 on pods/status is one log line however often it is retried, counted as forbidden, then heals."""
         api.deny("patch", "pods/status")
         gate = await gates.start()
@@ -327,7 +308,7 @@ class TestPodGateFailures:
         await synced(api, "False", "Starting")
         await until(lambda: any("synced again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
 
-    async def test_every_failure_class_is_counted(self, api: KubeAPI, gates: Gates, logs: Logs) -> None:
+    async def test_every_failure_class_is_counted(self, api: KubeAPI, gates: Gates, logs: AgentLogs) -> None:
         """409, 422, 500, 503, 404 and a 401 no reload cures each land in their metric label; the pod converges."""
         gate = await gates.start()
         await synced(api, "False", "Starting")
@@ -355,7 +336,7 @@ class TestPodGateFailures:
         assert 1.0 <= retried.at - throttled.at < 1.0 * 2 + 1
         assert gate.patch_counts["throttled"] == 1
 
-    async def test_outage_publish_never_blocks(self, api: KubeAPI, gates: Gates, logs: Logs,
+    async def test_outage_publish_never_blocks(self, api: KubeAPI, gates: Gates, logs: AgentLogs,
                                                record_property: Any) -> None:
         """While the API stalls past its request timeout, publish() and the loop never wait on it; the latest wins.
 
@@ -390,7 +371,7 @@ class TestPodGateFailures:
               f"max {max(durations) * 1e6:.1f} us; loop lag max {max(lags) * 1000:.1f} ms")
         assert max(durations) < 1.0 and max(lags) < 1.0
 
-    async def test_api_unreachable(self, gates: Gates, logs: Logs) -> None:
+    async def test_api_unreachable(self, gates: Gates, logs: AgentLogs) -> None:
         """A closed port is counted as unreachable; /status and the log carry no token."""
         gate = await gates.start(server=f"http://127.0.0.1:{free_port()}", token="s3cret-token-value")
         await until(lambda: gate.patch_counts["unreachable"] >= 2, 3, "two unreachable attempts")
@@ -398,7 +379,7 @@ class TestPodGateFailures:
         assert "unreachable" in text and "s3cret" not in text
         assert len([line for line in logs.lines() if "unreachable" in line]) == 1
 
-    async def test_pod_deleted_then_recreated(self, api: KubeAPI, gates: Gates, logs: Logs) -> None:
+    async def test_pod_deleted_then_recreated(self, api: KubeAPI, gates: Gates, logs: AgentLogs) -> None:
         """404 (pod gone) is counted and logged once; a pod recreated under the same name is found again."""
         gate = await gates.start(backoff_cap=0.2)
         await synced(api, "False", "Starting")
@@ -471,7 +452,7 @@ class TestPodGateEvents:
         print(f"\nevents: {flaps} transitions -> {len(calls)} event API calls in {elapsed:.2f} s")
 
     async def test_event_rbac_denied_does_not_block_the_condition(self, api: KubeAPI, gates: Gates,
-                                                                  logs: Logs) -> None:
+                                                                  logs: AgentLogs) -> None:
         """Without events RBAC the condition still follows the verdict; the event error is logged once."""
         api.deny("create", "events")
         gate = await gates.start(event_burst=100, event_refill=0.01)
@@ -484,7 +465,7 @@ class TestPodGateEvents:
 
 
 class TestInClusterSession:
-    async def test_token_rotation_over_tls(self, tmp_path: Path, logs: Logs) -> None:
+    async def test_token_rotation_over_tls(self, tmp_path: Path, logs: AgentLogs) -> None:
         """In-cluster (https, CA from the service account): a rotated token is picked up on the first 401."""
         ca_file, ctx = make_tls(tmp_path)
         api = await KubeAPI(tokens={"sa-token-1"}, ssl_context=ctx).start()
@@ -508,7 +489,7 @@ class TestInClusterSession:
             await gate.stop(0.5)
             await api.stop()
 
-    async def test_wrong_ca_is_unreachable_not_insecure(self, tmp_path: Path, logs: Logs) -> None:
+    async def test_wrong_ca_is_unreachable_not_insecure(self, tmp_path: Path, logs: AgentLogs) -> None:
         """A server certificate from another CA is refused (verification is on) and reported as unreachable: TLS."""
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()

@@ -9,8 +9,20 @@ from pathlib import Path
 from agent.commands import wait_ready
 from agent.config import load_settings
 from agent.scheduler import Agent
-from agent.settings import Platform
+from agent.settings import Platform, Settings
 from tests.support.redisproc import RedisProcess
+
+
+def one_ready_one_failing(redis_proc: RedisProcess, tmp_path: Path) -> Settings:
+    """Window 0; check ``a`` passes with an ACL user, optional check ``b`` fails auth on every round."""
+    redis_proc.cli("ACL", "SETUSER", "u0", "on", ">pw0-Abcdefgh", "~*", "&*", "+@all")
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "window: 0\nchecks:\n"
+        f"  - {{name: a, url: 'redis://u0:pw0-Abcdefgh@127.0.0.1:{redis_proc.port}/0'}}\n"
+        f"  - {{name: b, required: false, url: 'redis://x:wrong-password@127.0.0.1:{redis_proc.port}/0'}}\n"
+    )
+    return load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t"), config_file=str(config))
 
 
 class TestStop:
@@ -21,15 +33,7 @@ class TestStop:
         A cancelled check loop once swallowed its own cancellation while closing a connection and ran on for
         good, so ``wait`` printed "ready" and never exited.
         """
-        redis_proc.cli("ACL", "SETUSER", "u0", "on", ">pw0-Abcdefgh", "~*", "&*", "+@all")
-        port = redis_proc.port
-        config = tmp_path / "agent.yaml"
-        config.write_text(
-            "window: 0\nchecks:\n"
-            f"  - {{name: a, url: 'redis://u0:pw0-Abcdefgh@127.0.0.1:{port}/0'}}\n"
-            f"  - {{name: b, required: false, url: 'redis://x:wrong-password@127.0.0.1:{port}/0'}}\n"
-        )
-        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t"), config_file=str(config))
+        settings = one_ready_one_failing(redis_proc, tmp_path)
         for pause in (0.0, 0.0, 0.001, 0.01, 0.05):  # the cancellation may land anywhere in a round
             before = len(asyncio.all_tasks())
             agent = Agent(settings)
@@ -44,13 +48,6 @@ class TestStop:
 
     async def test_wait_command_returns_after_ready(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
         """``wait`` (the real command coroutine) returns 0 soon after ready, with a failing optional check."""
-        redis_proc.cli("ACL", "SETUSER", "u0", "on", ">pw0-Abcdefgh", "~*", "&*", "+@all")
-        config = tmp_path / "agent.yaml"
-        config.write_text(
-            "window: 0\nchecks:\n"
-            f"  - {{name: a, url: 'redis://u0:pw0-Abcdefgh@127.0.0.1:{redis_proc.port}/0'}}\n"
-            f"  - {{name: b, required: false, url: 'redis://x:y@127.0.0.1:{redis_proc.port}/0'}}\n"
-        )
-        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t"), config_file=str(config))
+        settings = one_ready_one_failing(redis_proc, tmp_path)
         for _ in range(3):
             assert await asyncio.wait_for(wait_ready(settings, 2.0), 4) == 0

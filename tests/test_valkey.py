@@ -23,7 +23,7 @@ import pytest
 
 import tests.test_fault_matrix as matrix_suite
 import tests.test_redis_check as redis_suite
-from tests.support.fixtures import RedisFactory
+from tests.support.fixtures import RedisFactory, server_factory
 from tests.support.redisproc import RedisProcess
 from tests.support.topology import server_version, valkey_server
 
@@ -41,18 +41,7 @@ def redis_proc() -> Iterator[RedisProcess]:
 @pytest.fixture
 def redis_factory() -> Iterator[RedisFactory]:
     """Any number of ``valkey-server`` processes with custom arguments; all killed after the test."""
-    made: list[RedisProcess] = []
-
-    def make(*extra_args: str, requirepass: str | None = None, save: str = "", start: bool = True) -> RedisProcess:
-        proc = RedisProcess(extra_args, requirepass=requirepass, save=save, binary=VALKEY)
-        made.append(proc)
-        return proc.start() if start else proc
-
-    try:
-        yield make
-    finally:
-        for proc in made:
-            proc.close()
+    yield from server_factory(binary=VALKEY)
 
 
 class TestValkeyServer:

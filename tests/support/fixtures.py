@@ -7,7 +7,7 @@ Every server and proxy made through these fixtures is torn down at the end of th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -43,10 +43,15 @@ def redis_proc() -> Iterator[RedisProcess]:
 @pytest.fixture
 def redis_factory() -> Iterator[RedisFactory]:
     """Make any number of servers with custom arguments; all are killed after the test."""
+    yield from server_factory()
+
+
+def server_factory(**process: Any) -> Iterator[RedisFactory]:
+    """The body of ``redis_factory`` for any server (``binary=`` another one); reused by test_valkey.py."""
     made: list[RedisProcess] = []
 
     def make(*extra_args: str, requirepass: str | None = None, save: str = "", start: bool = True) -> RedisProcess:
-        proc = RedisProcess(extra_args, requirepass=requirepass, save=save)
+        proc = RedisProcess(extra_args, requirepass=requirepass, save=save, **process)
         made.append(proc)
         return proc.start() if start else proc
 

@@ -24,6 +24,10 @@ class AgentLogs(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
+    def lines(self, level: int = logging.WARNING) -> list[str]:
+        """The messages of the records at ``level`` or above."""
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
     def labels(self) -> list[dict[str, str]]:
         """The ``labels`` of every record (empty for a record without)."""
         return [dict(getattr(r, "labels", {})) for r in self.records]
