@@ -50,13 +50,6 @@ class Reason(enum.StrEnum):
     ERROR = "error"
 
 
-class Origin(enum.StrEnum):
-    """Where an observation came from: a scheduled check, or the loss of a held monitor connection."""
-
-    PROBE = "probe"
-    MONITOR = "monitor"
-
-
 @dataclass(frozen=True, slots=True)
 class ClusterSlots:
     """A Redis Cluster node's view of the 16384 slots (``CLUSTER INFO``), for ``/status`` and the metrics."""
@@ -81,7 +74,6 @@ class CheckResult:
     latency: float
     reason: Reason | None = None
     detail: str = ""
-    origin: Origin = Origin.PROBE
     conclusive: bool = False
     cluster: ClusterSlots | None = None
 

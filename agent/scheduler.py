@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checks import build_check
-from agent.model import Check, CheckResult, MonitorUnavailable, Origin
+from agent.model import Check, CheckResult, MonitorUnavailable
 from agent.settings import Settings
 from agent.snapshot import AgentSnapshot
 from agent.store import VerdictStore
@@ -105,7 +105,7 @@ class Agent:
         wakeups = self._wakeups[name]
         if result.ok:
             wakeups.succeeded.set()
-        elif result.origin is not Origin.MONITOR:
+        else:
             wakeups.monitor_reset.set()
         self.store.record(name, result)
 
