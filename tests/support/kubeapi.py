@@ -22,7 +22,8 @@ Every request needs ``Authorization: Bearer <token>`` with a token in ``tokens``
 bumps the object's ``resourceVersion`` from one global counter; errors are ``Status`` objects like the real
 server's. The control surface makes it answer ``403``/``404``/``409``/``429`` (with ``Retry-After``)/``500``
 (``inject``), deny one verb on one resource as RBAC would (``deny``), or stall without answering (``stall``).
-Every request is recorded in ``hits`` and every pod status write in ``writes`` (with its monotonic time).
+Every request is recorded in ``hits`` and every pod status write in ``writes`` (with its monotonic time); each
+callable in ``watchers`` gets the pod after every status write (a watch, pushed, as controllers receive it).
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class KubeAPI:
     events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
+    # Called with a copy of the pod after every applied status write, in order, on the server's loop: what a
+    # watch on pods delivers to the EndpointSlice controller (its own delay is the caller's to model).
+    watchers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     port: int = 0
     _faults: list[_Fault] = field(default_factory=list)
     _denied: set[tuple[str, str]] = field(default_factory=set)
@@ -245,6 +249,8 @@ class KubeAPI:
         pod["status"] = patched.get("status", {})  # the status subresource ignores everything but status
         pod["metadata"]["resourceVersion"] = self._next_rv()
         self.writes.append(Write(time.monotonic(), copy.deepcopy(pod["status"].get("conditions", [])), ctype))
+        for watcher in list(self.watchers):
+            watcher(copy.deepcopy(pod))
         return web.json_response(pod)
 
     def _events(self, verb: str, ns: str, name: str | None, ctype: str, body: bytes) -> web.Response:
