@@ -6,9 +6,13 @@ the agent prevents it) needs the platform's real behaviour, not a mock that says
 * :class:`Prober` polls a readiness URL every ``period`` with a ``timeout`` and turns ready after
   ``success_threshold`` consecutive successes, not ready after ``failure_threshold`` failures, like kubelet
   (a pod starts not ready). With no URL there is no readiness probe: ready as soon as the backend runs.
-* :class:`Router` sends each *new* connection to a backend its prober believes ready, and holds the connection
-  while none is (as a load balancer queues requests), for at most ``hold`` seconds. Connections already open
-  are never moved: readiness only steers new ones (docs/design.md, "What readiness cannot do").
+* :class:`Router` sends each *new* connection to a backend whose pod is Ready, and holds the connection while
+  none is (as a load balancer queues requests), for at most ``hold`` seconds. Connections already open are
+  never moved: readiness only steers new ones (docs/design.md, "What readiness cannot do"). A pod is Ready, as
+  in Kubernetes, when its containers are ready (the prober) *and* every readiness gate's condition is True;
+  gates arrive pushed (:func:`pod_gates` on each pod the API server's watch delivers), never polled. The router
+  acts on a change ``propagation`` seconds after it (default 0: the mechanisms' own latency only; a real cluster
+  adds the EndpointSlice controller, kube-proxy or load-balancer programming on top).
 * :class:`ClientLoad` starts a client every ``spacing`` seconds; each connects through the router, waits for
   the backend's ``ready`` frame, sends a few messages and expects each echoed back. Every client's fate is an
   :class:`Outcome`: served, closed with 1011, another error, or gave up waiting for a ready backend.
@@ -24,6 +28,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -91,6 +96,14 @@ class Prober:
                 await asyncio.sleep(max(0.0, next_at - self.clock()))
 
 
+def pod_gates(pod: dict[str, Any]) -> dict[str, bool]:
+    """Each readiness gate of ``pod`` → whether its condition is True (a missing condition is False, as in
+    Kubernetes: a gate nobody has set keeps the pod un-Ready)."""
+    conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions", [])}
+    return {g["conditionType"]: conditions.get(g["conditionType"]) == "True"
+            for g in pod.get("spec", {}).get("readinessGates", [])}
+
+
 @dataclass
 class Target:
     """One backend behind the router: where clients connect and who decides whether it gets them."""
@@ -98,26 +111,56 @@ class Target:
     name: str
     ws_url: str
     prober: Prober
+    gates: dict[str, bool] = field(default_factory=dict)  # readiness gate → condition True (none: no gates)
+    routable: bool = False  # the router's view of ``pod_ready``, ``propagation`` s late
+    routable_changes: list[tuple[float, bool]] = field(default_factory=list)
+
+    @property
+    def pod_ready(self) -> bool:
+        """Kubernetes' rule: Ready when every container is ready and every readiness gate's condition is True."""
+        return self.prober.ready and all(self.gates.values())
 
 
 class Router:
-    """Routes each new connection to a ready target (round robin); holds it while none is ready."""
+    """Routes each new connection to a Ready target (round robin); holds it while none is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, propagation: float = 0.0, clock: Clock = time.monotonic) -> None:
         self.targets: list[Target] = []
+        self.propagation = propagation
+        self.clock = clock
         self._changed = asyncio.Event()
         self._turn = 0
 
     def add(self, name: str, ws_url: str, readiness_url: str | None, spec: ProbeSpec,
             clock: Clock = time.monotonic) -> Target:
         """Put a backend behind the router, watched by its own prober (run ``target.prober.run()``)."""
-        target = Target(name, ws_url, Prober(readiness_url, spec, self.changed, clock))
+        prober = Prober(readiness_url, spec, lambda: self._update(target), clock)
+        target = Target(name, ws_url, prober)
         self.targets.append(target)
-        self.changed()
+        self._update(target)
         return target
 
+    def set_gates(self, target: Target, gates: dict[str, bool]) -> None:
+        """The pod's readiness-gate conditions as a watch delivered them (``pod_gates``)."""
+        target.gates = dict(gates)
+        self._update(target)
+
+    def _update(self, target: Target) -> None:
+        """The pod's readiness may have changed: act on it now, or ``propagation`` s from now."""
+        ready = target.pod_ready
+        if self.propagation > 0:
+            asyncio.get_running_loop().call_later(self.propagation, self._apply, target, ready)
+        else:
+            self._apply(target, ready)
+
+    def _apply(self, target: Target, ready: bool) -> None:
+        if ready != target.routable or not target.routable_changes:
+            target.routable = ready
+            target.routable_changes.append((self.clock(), ready))
+        self.changed()
+
     def changed(self) -> None:
-        """A prober changed its mind: wake every held connection to look again."""
+        """A target's readiness changed: wake every held connection to look again."""
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -126,7 +169,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
         while True:
-            ready = [t for t in self.targets if t.prober.ready]
+            ready = [t for t in self.targets if t.routable]
             if ready:
                 self._turn += 1
                 return ready[self._turn % len(ready)]

@@ -1,19 +1,25 @@
 """The WebSocket 1011 race, reproduced and prevented: ``python -m examples.websocket_app.race``.
 
 Why: the in-app fix of docs/origin.md was never proven, because its mocks could not reproduce the race. This runs
-the race for real, twice, under identical faults, and counts what clients see:
+the race for real, once per mode, under identical faults, and counts what clients see:
 
 (a) the platform's prober watches the backend's naive ``/healthz`` (TCP connect to Redis succeeds), as before
     this project (``--naive none``: no readiness probe at all);
-(b) the prober watches readiness-agent's ``/readyz``.
+(b) the prober watches readiness-agent's ``/readyz``;
+(c) as (b), and the agent also pushes its verdict into the pod's readiness gate (``--kube-readiness-gate``,
+    against the Kubernetes API stand-in, examples/websocket_app/gate.py): the router drops the pod when the
+    condition goes False, without waiting for the prober's period.
 
-The scenario, on a real ``redis-server`` (recipes from ``tests/support/redisproc.py``): the backend and the
+The scenario, on a real ``redis-server`` (recipes from ``harness/redis_server.py``): the backend and the
 clients are up first; Redis starts with a dataset to load (``-LOADING`` for a few seconds); after a steady
-phase Redis is SIGKILLed, restarted on the same port, and loads again. Clients arrive every 40 ms throughout.
+phase Redis is SIGKILLed, restarted on the same port, and loads again (``--kills N``: N such cycles). A client
+arrives every 40 ms throughout (``--spacing``).
 
 1011s are split by when they happened. Nobody can foresee an unannounced kill, so 1011s inside the agent's
 detection time after it (docs/design.md's bound + 1 s slack) are counted apart from those later in the recovery.
-Run it from the repository root (it uses the test harness in ``tests/support``).
+``--propagation S`` delays every readiness change before the router acts on it, as EndpointSlice, kube-proxy and
+load-balancer programming do on a real cluster (default 0: only the mechanisms' own latency).
+Run it from the repository root (it uses the test harness in ``harness/``).
 """
 
 from __future__ import annotations
@@ -22,17 +28,21 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from agent.settings import DEFAULT_TIMING
 from agent.verdict import Timing
+from examples.websocket_app import gate
 from examples.websocket_app.app import start_backend
 from examples.websocket_app.platform_sim import ClientLoad, Outcome, ProbeSpec, Router
-from tests.support.agentproc import AgentProcess
-from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, RespError
+from harness.agent_process import AgentProcess
+from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, RespError
+from harness.wait import until_async
 
 # RedisProcess.start_loading's recipe (docs/design.md): load slowly, but answer -LOADING promptly. Reused here so
 # that the start of each run and the restart after the kill both load the dump it saved, slowly.
@@ -43,7 +53,8 @@ PHASES = (STARTUP, STEADY, DETECTION, RECOVERY)
 # kubelet's minimum period is 1 s; a faster prober keeps the demo short without changing what it shows.
 FAST_PROBE = ProbeSpec(period=0.2, timeout=0.5, failure_threshold=2, success_threshold=1)
 CAUSES = ("-LOADING", "refused", "other")
-MODES = {"naive": "(a) naive /healthz", "none": "(a) no readiness probe", "agent": "(b) agent /readyz"}
+MODES = {"naive": "(a) naive /healthz", "none": "(a) no readiness probe", "agent": "(b) agent /readyz",
+         "gate": "(c) agent + readiness gate"}
 
 
 def timing_args(timing: Timing) -> list[str]:
@@ -63,6 +74,8 @@ class Scenario:
     recovery: float = 1.0  # traffic after the backend is routed to again and the held clients are served
     spacing: float = 0.04  # a new client every 40 ms
     messages: int = 3
+    kills: int = 1  # steady → SIGKILL → restart → loaded cycles
+    propagation: float = 0.0  # readiness change → router acts (EndpointSlice, kube-proxy, NEG: 0 = not modelled)
     probe: ProbeSpec = FAST_PROBE
     agent: Timing = DEFAULT_TIMING  # the detection bound comes from the agent's own code
     slack: float = 1.0  # docs/design.md: tests allow the detection bound + 1 s
@@ -78,28 +91,68 @@ class Marks:
 
     loading: float = 0.0  # started; PING answers -LOADING
     usable: float = 0.0  # first PONG
-    kill: float = 0.0  # just before SIGKILL
-    restarted: float = 0.0  # answering again (-LOADING)
-    recovered: float = 0.0  # first PONG after the restart
+    kills: list[float] = field(default_factory=list)  # just before each SIGKILL
+    restarts: list[float] = field(default_factory=list)  # answering again (-LOADING)
+    recoveries: list[float] = field(default_factory=list)  # first PONG after each restart
     end: float = 0.0
+
+    @property
+    def kill(self) -> float:
+        """The first kill (the only one in the default scenario)."""
+        return self.kills[0] if self.kills else math.inf
+
+    def relative(self) -> dict[str, object]:
+        """Every mark in seconds since Redis started loading."""
+        def rel(v: float) -> float:
+            return round(v - self.loading, 4)
+        return {"usable": rel(self.usable), "kills": [rel(k) for k in self.kills],
+                "restarts": [rel(r) for r in self.restarts], "recoveries": [rel(r) for r in self.recoveries],
+                "end": rel(self.end)}
 
 
 @dataclass
 class RunResult:
-    """One run: its mode, the Redis timeline, every client's outcome, the prober's changes of mind."""
+    """One run: its mode, the Redis timeline, every client's outcome, the prober's and the router's changes of
+    mind, and (mode c) the gate condition as the API server held it."""
 
     mode: str
     scenario: Scenario
     marks: Marks
     outcomes: list[Outcome]
     prober: list[tuple[float, bool]]
+    routable: list[tuple[float, bool]] = field(default_factory=list)
+    gate: list[tuple[float, bool]] = field(default_factory=list)
 
     def phase(self, at: float) -> str:
         if at < self.marks.usable:
             return STARTUP
-        if at < self.marks.kill:
+        kill = max((k for k in self.marks.kills if k <= at), default=None)
+        if kill is None:
             return STEADY
-        return DETECTION if at <= self.marks.kill + self.scenario.detection_time else RECOVERY
+        return DETECTION if at <= kill + self.scenario.detection_time else RECOVERY
+
+    def per_kill(self) -> list[int]:
+        """1011s inside the detection time after each kill."""
+        dt = self.scenario.detection_time
+        return [sum(k <= o.ended <= k + dt for o in self.closed_1011) for k in self.marks.kills]
+
+    def out_of_rotation(self) -> list[float | None]:
+        """Seconds from each kill until the router stopped sending new clients (None: it never did)."""
+        return [next((at - k for at, ok in self.routable if at >= k and not ok), None) for k in self.marks.kills]
+
+    def routed_while_gate_false(self) -> list[Outcome]:
+        """Clients routed while the gate condition, as the API server held it ``propagation`` s earlier, was not
+        True (before its first write it is absent: not True). Empty for the modes without a gate."""
+        if self.mode != "gate":
+            return []
+        times = [at for at, _ in self.gate]
+        bad = []
+        for o in self.outcomes:
+            if o.routed is not None:
+                i = bisect_right(times, o.routed - self.scenario.propagation) - 1
+                if i < 0 or not self.gate[i][1]:
+                    bad.append(o)
+        return bad
 
     @property
     def closed_1011(self) -> list[Outcome]:
@@ -123,15 +176,22 @@ class RunResult:
 
     def summary(self) -> dict[str, object]:
         gated = [o.gated for o in self.outcomes]
+        t0 = self.marks.loading
         return {
             "mode": self.mode, "clients": len(self.outcomes), "served": self.count("served"),
+            "connections_per_s": round(1 / self.scenario.spacing, 1), "propagation": self.scenario.propagation,
             "closed_1011": len(self.closed_1011), "by_phase": self.by_phase(),
+            "per_kill_1011": self.per_kill(),
+            "out_of_rotation_ms": [None if s is None else round(s * 1000, 1) for s in self.out_of_rotation()],
+            "routed_while_gate_false": len(self.routed_while_gate_false()),
             "by_cause": self.by_cause(), "errors": self.count("error"),
             "gave_up": self.count("gave_up"), "pinned": self.pinned.result if self.pinned else None,
             "gating_total": sum(gated), "gating_max": max(gated, default=0.0),
             "detection_time": self.scenario.detection_time,
-            "marks": {k: v - self.marks.loading for k, v in asdict(self.marks).items()},
-            "prober_ready": [(at - self.marks.loading, ready) for at, ready in self.prober],
+            "marks": self.marks.relative(),
+            "prober_ready": [(round(at - t0, 4), ready) for at, ready in self.prober],
+            "routable": [(round(at - t0, 4), ready) for at, ready in self.routable],
+            "gate_condition": [(round(at - t0, 4), ready) for at, ready in self.gate],
         }
 
 
@@ -142,12 +202,6 @@ def cause(detail: str) -> str:
     if "Error 111" in detail or "refused" in detail.lower():
         return "refused"
     return "other"
-
-
-async def _until_routed(router: Router, timeout: float) -> None:
-    """Wait until the router would send a new connection to a backend again (a deadline, never a guess)."""
-    if await router.route(timeout) is None:
-        raise TimeoutError(f"no backend was routable within {timeout:g} s")
 
 
 def _prepare_dump(redis: RedisProcess, loading: float) -> None:
@@ -172,15 +226,19 @@ async def run_once(mode: str, sc: Scenario) -> RunResult:
         backend = await start_backend(redis.url)
         stack.push_async_callback(backend.stop)
         readiness: str | None = None
-        if mode == "agent":
-            agent = AgentProcess("--redis-url", redis.url, *timing_args(sc.agent))
+        api = await gate.start_api(stack) if mode == "gate" else None
+        if mode in ("agent", "gate"):
+            args = ("--redis-url", redis.url, *timing_args(sc.agent))
+            agent = gate.agent_process(stack, api, *args) if api is not None else AgentProcess(*args)
             stack.callback(agent.close)
-            await asyncio.to_thread(agent.start)
+            await asyncio.to_thread(agent.start)  # the loop keeps serving the API stand-in meanwhile
             readiness = agent.base + "/readyz"
         elif mode == "naive":
             readiness = backend.healthz_url
-        router = Router()
-        target = router.add("backend-0", backend.ws_url, readiness, sc.probe)
+        router = Router(sc.propagation)
+        target = router.add(gate.POD, backend.ws_url, readiness, sc.probe)
+        if api is not None:
+            gate.follow(api, router, target)
         probing = asyncio.create_task(target.prober.run(), name="prober")
         stack.push_async_callback(_cancel, probing)
         load = await ClientLoad(router, sc.spacing, sc.messages).start()
@@ -196,25 +254,26 @@ async def run_once(mode: str, sc: Scenario) -> RunResult:
         await asyncio.to_thread(redis.wait_loaded, fact_timeout)
         marks.usable = clock()
 
-        # Steady, then the unannounced kill and a restart on the same port (loading again).
-        await _until_routed(router, fact_timeout)
-        await load.settled(timeout=fact_timeout)  # the kill hits a steady state, not the burst released at start
-        await asyncio.sleep(sc.steady)
-        marks.kill = clock()
-        await asyncio.to_thread(redis.kill)
-        await asyncio.sleep(sc.down)
-        await asyncio.to_thread(redis.restart, SLOW_LOAD)
-        marks.restarted = clock()
-        await asyncio.to_thread(redis.wait_loaded, fact_timeout)
-        marks.recovered = clock()
-        await _until_routed(router, fact_timeout)
+        for _ in range(sc.kills):  # steady, then the unannounced kill and a restart on the same port (loading)
+            await until_async(lambda: router.route(fact_timeout), fact_timeout, what="a routable backend")
+            await load.settled(timeout=fact_timeout)  # the kill hits a steady state, not a burst released earlier
+            await asyncio.sleep(sc.steady)
+            marks.kills.append(clock())
+            await asyncio.to_thread(redis.kill)
+            await asyncio.sleep(sc.down)
+            await asyncio.to_thread(redis.restart, SLOW_LOAD)
+            marks.restarts.append(clock())
+            await asyncio.to_thread(redis.wait_loaded, fact_timeout)
+            marks.recoveries.append(clock())
+        await until_async(lambda: router.route(fact_timeout), fact_timeout, what="a routable backend")
         await load.settled(timeout=fact_timeout)
         await asyncio.sleep(sc.recovery)
 
         marks.end = clock()
         outcomes = await load.stop()
-        transitions = list(target.prober.transitions)
-    return RunResult(mode, sc, marks, outcomes, transitions)
+        result = RunResult(mode, sc, marks, outcomes, list(target.prober.transitions),
+                           list(target.routable_changes), gate.condition_changes(api) if api else [])
+    return result
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -224,18 +283,28 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def run_race(sc: Scenario | None = None, naive: str = "naive") -> tuple[RunResult, RunResult]:
-    """Both runs, one after the other (they would compete for this machine's cores side by side)."""
+    """Runs (a) and (b), one after the other (they would compete for this machine's cores side by side)."""
     sc = sc or Scenario()
     return await run_once(naive, sc), await run_once("agent", sc)
 
 
-def format_table(a: RunResult, b: RunResult) -> str:
-    """Both runs side by side, for people evaluating the tool."""
-    sc = a.scenario
-    rows: list[tuple[str, str, str]] = []
+async def run_modes(modes: list[str], sc: Scenario | None = None) -> list[RunResult]:
+    """One run per mode, one after the other, under the same scenario."""
+    sc = sc or Scenario()
+    return [await run_once(mode, sc) for mode in modes]
+
+
+def _ms(values: list[float | None]) -> str:
+    return " ".join("-" if v is None else f"{v * 1000:.0f}" for v in values) or "-"
+
+
+def format_table(*runs: RunResult) -> str:
+    """The runs side by side, for people evaluating the tool."""
+    sc = runs[0].scenario
+    rows: list[tuple[str, ...]] = []
 
     def row(label: str, fn: Callable[[RunResult], object]) -> None:
-        rows.append((label, str(fn(a)), str(fn(b))))
+        rows.append((label, *(str(fn(r)) for r in runs)))
 
     def gating(r: RunResult) -> str:
         gated = [o.gated for o in r.outcomes]
@@ -249,26 +318,32 @@ def format_table(a: RunResult, b: RunResult) -> str:
     row("    steady", lambda r: r.by_phase()[STEADY])
     row("    kill -> recovery", lambda r: r.by_phase()[DETECTION] + r.by_phase()[RECOVERY])
     row(f"      inside detection time (<= {sc.detection_time:.2f} s)", lambda r: r.by_phase()[DETECTION])
+    row("      per kill", lambda r: " ".join(map(str, r.per_kill())) or "-")
     row("      after it (restart, LOADING, recovery)", lambda r: r.by_phase()[RECOVERY])
     row("    Redis said -LOADING / refused / other",
         lambda r: " / ".join(str(n) for n in r.by_cause().values()))
     row("  other errors / gave up waiting", lambda r: f"{r.count('error')} / {r.count('gave_up')}")
     row("client pinned inside LOADING", lambda r: r.pinned.result if r.pinned else "-")
     row("time lost to gating: total / mean / max", gating)
-    widths = [max(len(r[i]) for r in [*rows, ("", MODES[a.mode], MODES[b.mode])]) for i in range(3)]
+    row("kill -> out of rotation, ms (per kill)", lambda r: _ms(r.out_of_rotation()))
+    row("clients routed while the gate was False", lambda r: len(r.routed_while_gate_false()) if r.gate else "-")
+    names = ("", *(MODES[r.mode] for r in runs))
+    widths = [max(len(r[i]) for r in [*rows, names]) for i in range(len(names))]
     p = sc.probe
     header = [
-        "The WebSocket 1011 race: same backend, same Redis faults, two readiness URLs",
-        f"Redis: -LOADING ~{sc.loading:g} s at start-up; SIGKILL after {sc.steady:g} s steady, restarted "
-        f"{sc.down:g} s later, -LOADING again.",
+        "The WebSocket 1011 race: same backend, same Redis faults, different readiness",
+        f"Redis: -LOADING ~{sc.loading:g} s at start-up; {sc.kills} x (SIGKILL after {sc.steady:g} s steady, "
+        f"restarted {sc.down:g} s later, -LOADING again).",
         f"Clients: one every {sc.spacing * 1000:g} ms, {sc.messages} echoes each, through a router gated by a "
         f"prober (period {p.period:g} s, timeout {p.timeout:g} s, failure {p.failure_threshold}, "
-        f"success {p.success_threshold}).",
-        f"Detection time after the kill: detection bound {sc.agent.detection_bound:.2f} s + {sc.slack:g} s.",
+        f"success {p.success_threshold}); (c) also by the pushed gate condition.",
+        f"Readiness change -> router: {sc.propagation * 1000:g} ms propagation delay (0: not modelled).",
+        f"Detection time after a kill: detection bound {sc.agent.detection_bound:.2f} s + {sc.slack:g} s.",
         "",
-        f"{'':<{widths[0]}}  {MODES[a.mode]:>{widths[1]}}  {MODES[b.mode]:>{widths[2]}}",
+        "  ".join(f"{n:<{w}}" if i == 0 else f"{n:>{w}}" for i, (n, w) in enumerate(zip(names, widths, strict=True))),
     ]
-    body = [f"{label:<{widths[0]}}  {x:>{widths[1]}}  {y:>{widths[2]}}" for label, x, y in rows]
+    body = ["  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows]
     return "\n".join(header + body)
 
 
@@ -277,15 +352,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The WebSocket 1011 race, without and with readiness-agent")
     parser.add_argument("--naive", choices=["naive", "none"], default="naive",
                         help="run (a): the backend's TCP /healthz (default) or no readiness probe at all")
-    parser.add_argument("--json", action="store_true", help="print both runs' summaries as JSON instead")
+    parser.add_argument("--modes", default="abc", help="which runs, in order: a, b and/or c (default abc)")
+    parser.add_argument("--kills", type=int, default=1, metavar="N", help="kill/restart cycles per run")
+    parser.add_argument("--spacing", type=float, default=0.04, metavar="S", help="seconds between new clients")
+    parser.add_argument("--propagation", type=float, default=0.0, metavar="S",
+                        help="delay before the router acts on a readiness change (EndpointSlice, kube-proxy, NEG)")
+    parser.add_argument("--json", action="store_true", help="print the runs' summaries as JSON instead")
     parser.add_argument("--probe-period", type=float, default=FAST_PROBE.period, metavar="S",
                         help="the prober's period (a pushed readiness gate acts like a very short one)")
     parser.add_argument("--probe-failures", type=int, default=FAST_PROBE.failure_threshold, metavar="N",
                         help="failed probes before the router stops sending new clients")
     args = parser.parse_args()
     probe = replace(FAST_PROBE, period=args.probe_period, failure_threshold=args.probe_failures)
-    a, b = asyncio.run(run_race(Scenario(probe=probe), naive=args.naive))
-    print(json.dumps([a.summary(), b.summary()], indent=2) if args.json else format_table(a, b))
+    by_letter = {"a": args.naive, "b": "agent", "c": "gate"}
+    if not args.modes or set(args.modes) - set(by_letter):
+        parser.error("--modes takes the letters a, b, c")
+    sc = Scenario(probe=probe, kills=args.kills, spacing=args.spacing, propagation=args.propagation)
+    runs = asyncio.run(run_modes([by_letter[m] for m in args.modes], sc))
+    print(json.dumps([r.summary() for r in runs], indent=2) if args.json else format_table(*runs))
 
 
 if __name__ == "__main__":
