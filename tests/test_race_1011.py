@@ -4,7 +4,9 @@ Why this test exists: docs/origin.md's fix was "proven" by mocks that could not 
 test said nothing. Here everything is real (the aiohttp backend, a ``redis-server`` really answering
 ``-LOADING`` and really SIGKILLed, the prober, the agent process) and the proof has two halves: run (a) must
 show the race (otherwise run (b)'s zero would prove nothing), and run (b), under the same faults, must show no
-1011 except inside the agent's detection time after the unannounced kill, which nobody can foresee.
+1011 except inside the agent's detection time after the unannounced kill, which nobody can foresee. Run (c)
+adds the readiness gate the agent pushes (issue 17's target: at most 3 x 1011 per unannounced kill at 40
+connections/s), which a polling prober cannot reach.
 """
 
 from __future__ import annotations
@@ -49,3 +51,36 @@ class TestWebSocketRace:
             assert agent.marks.kill <= outcome.ended <= agent.marks.kill + bound, (report, _when(agent))
         assert phases[race.DETECTION] * 4 <= len(naive.closed_1011), report  # far below (a)
         assert agent.count("error") == agent.count("gave_up") == 0, report
+
+
+class TestReadinessGateRace:
+    async def test_pushed_gate_keeps_1011_per_kill_at_most_three(self) -> None:
+        """(c) at 40 connections/s, two unannounced kills: at most 3 x 1011 per kill, none routed while the gate
+        condition was False. A polling prober alone lets ~15 through per kill (a gate that never flips would too)."""
+        scenario = Scenario(kills=2, spacing=0.025)
+        run = await race.run_once("gate", scenario)
+        report = race.format_table(run)
+
+        assert len(run.marks.kills) == 2 and len(run.outcomes) >= 250, report
+        phases = run.by_phase()
+        assert phases[race.STARTUP] == phases[race.STEADY] == phases[race.RECOVERY] == 0, (report, _when(run))
+        assert run.pinned is not None and run.pinned.result == "served", report
+        assert run.count("error") == run.count("gave_up") == 0, report
+        assert all(n <= 3 for n in run.per_kill()), (report, _when(run))
+        assert run.routed_while_gate_false() == [], report
+
+        # The gate, not the prober, took the pod out: its condition went False after each kill and the router
+        # stopped routing before the prober (two failed probes 0.2 s apart) changed its mind.
+        for kill, out in zip(run.marks.kills, run.out_of_rotation(), strict=True):
+            went_false = next((at for at, ok in run.gate if at >= kill and not ok), None)
+            prober_false = next((at for at, ok in run.prober if at >= kill and not ok), None)
+            assert went_false is not None and out is not None and prober_false is not None, report
+            assert went_false <= kill + out and kill + out < prober_false, report
+
+        # The way back follows Kubernetes' rule: routable only while the prober is ready AND the condition True.
+        def last(changes: list[tuple[float, bool]], at: float) -> bool:
+            return max(((t, ok) for t, ok in changes if t <= at), default=(0.0, False))[1]
+
+        for at, ok in run.routable:
+            if ok:
+                assert last(run.prober, at) and last(run.gate, at), (report, at - run.marks.loading)
