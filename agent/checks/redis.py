@@ -2,10 +2,15 @@
 
 Every check is one pipelined write and one round trip on the one connection the check holds: ``PING`` (must
 answer exactly ``PONG``: ``-LOADING``, ``-BUSY``, ``-MASTERDOWN``, ``-MISCONF``, ``-NOAUTH`` all fail it),
-``ROLE`` (a replica's master link, or a replica where the master is required), and, if configured,
-``EXISTS`` on a maintenance key. ``INFO persistence replication`` (``loading``, ``async_loading``) costs ten
-times a PING inside Redis, so it is sent only with the first check on each new connection and after a check
-that ROLE failed, to name the reason precisely.
+the role, and, if configured, ``EXISTS`` on a maintenance key. The role is asked with ``ROLE`` (a replica's
+master link, or a replica where the master is required) until a master is seen; from then on with
+``WAIT 0 0``, which answers a count at once on a master (it waits for zero replicas) and is refused on a
+replica: Redis spends about a PING on it, against ~1.3 PINGs for ``ROLE``, whose deferred-length reply is
+written in two pieces (docs/benchmarks.md, "Fleet"). Anything but a count (a demotion, a refusal) is settled by
+``ROLE`` in a second round trip of the same check, so a demoted master is still seen by the next check.
+``INFO persistence replication`` (``loading``, ``async_loading``) costs ten times a PING inside Redis, so it
+is sent only with the first check on each new connection and after a check that the role failed, to name the
+reason precisely.
 Design choices, each from a real failure mode (docs/design.md):
 
 * no retries hide ``-LOADING``, and every check is bounded by ``asyncio.timeout``;
@@ -47,6 +52,7 @@ from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
 Failure = tuple[Reason, str]
+WAIT = ("WAIT", "0", "0")  # a count at once on a master (zero replicas to wait for), an error on a replica
 
 
 class _NothingListens(Exception):
@@ -82,6 +88,8 @@ class RedisCheck:
         self.watch = ConnectionWatch()
         self._conn: RespConnection | None = None
         self._role = True  # ROLE may be run
+        self._wait = True  # WAIT may be run (a master's role confirmed at the cost of a PING)
+        self._master = False  # the last ROLE or INFO said master: WAIT asks the role until it says otherwise
         self._info: tuple[str, ...] | None = ("persistence", "replication")  # None: INFO may not be run
         self._ask_info = True  # send INFO with the next check
         self._cluster_learned = False  # the INFO just read said cluster mode for the first time
@@ -176,7 +184,11 @@ class RedisCheck:
         for command, reply in zip(handshake, replies, strict=False):
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply
-        failure = self._judge(probe, replies[len(handshake):])
+        replies = replies[len(handshake):]
+        if self._role_unsettled(probe, replies):  # a demoted master, or WAIT refused: ROLE tells, now
+            probe = self._commands()
+            replies = await conn.pipeline(*probe)
+        failure = self._judge(probe, replies)
         if failure is None and self._cluster_learned and CLUSTER_INFO not in probe:
             # INFO just said cluster_enabled:1: one more round trip, so not even this check passes unjudged.
             failure = self.topology.judge((await conn.pipeline(CLUSTER_INFO))[0])
@@ -187,14 +199,25 @@ class RedisCheck:
 
     def _commands(self) -> list[tuple[str, ...]]:
         commands: list[tuple[str, ...]] = [("PING",)]
-        if self._role:
+        by_wait = self._wait and self._master and not self._ask_info
+        if by_wait:
+            commands.append(WAIT)
+        elif self._role:
             commands.append(("ROLE",))
-        if self._info is not None and (self._ask_info or not self._role):
+        if self._info is not None and (self._ask_info or not (self._role or by_wait)):
             commands.append(("INFO", *self.topology.info_sections(self._info if self._role else ("replication",))))
         commands.extend(self.topology.commands())
         if self.config.maintenance_key:
             commands.append(("EXISTS", self.config.maintenance_key))
         return commands
+
+    def _role_unsettled(self, commands: list[tuple[str, ...]], replies: list[Any]) -> bool:
+        """WAIT answered anything but a count after a PONG: the node is no longer known to be a master."""
+        if WAIT not in commands or replies[0] != b"PONG" or isinstance(replies[commands.index(WAIT)], int):
+            return False
+        self._wait = not unavailable(replies[commands.index(WAIT)])  # renamed or outside the ACL: ROLE from now on
+        self._master = False
+        return True
 
     def _judge(self, commands: list[tuple[str, ...]], replies: list[Any]) -> Failure | None:
         """The failure the replies show, PING first, then INFO, ROLE and the maintenance key."""
@@ -223,7 +246,9 @@ class RedisCheck:
             return None
         if isinstance(reply, rx.ResponseError):
             raise _ErrorReply(reply)
-        return judge_role(reply, self.topology.require_master())
+        failure = judge_role(reply, self.topology.require_master())
+        self._master = reply[0] == b"master"
+        return failure
 
     def _judge_info(self, reply: Any) -> Failure | None:
         if reply is None or unavailable(reply):
@@ -237,6 +262,7 @@ class RedisCheck:
             raise _ErrorReply(reply)
         info = parse_info(reply)
         self._cluster_learned = self.topology.learn(info)
+        self._master = info.get("role") == "master"
         return judge_info(info, self.topology.require_master())
 
     def _judge_maintenance(self, reply: Any) -> Failure | None:
