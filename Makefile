@@ -39,8 +39,8 @@ run: $(VENV)/.installed-run
 	@scripts/run-local.sh "$(REDIS_URL)"
 
 lint: venv
-	$(BIN)/ruff check agent tests bench examples
-	$(BIN)/mypy --strict agent
+	$(BIN)/ruff check agent harness tests bench examples
+	$(BIN)/mypy --strict agent harness
 
 test: venv tools lint
 	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)

@@ -3,10 +3,11 @@
 Why one module: every figure must be measured the same way or comparisons between figures (and between runs)
 mean nothing, and this machine is small (2 cores), shared and noisy. So:
 
-* every process the bench starts is killed, even on Ctrl-C, SIGTERM or an exception (:class:`Reaper`, plus
-  ``ExitStack`` callbacks for the Redis servers and proxies from ``tests.support``);
+* every process the bench starts is killed, even on Ctrl-C, SIGTERM or an exception (:class:`Reaper`, the
+  agents' own exit hook, and ``ExitStack`` callbacks for the Redis servers and proxies from ``harness``);
 * time is ``time.monotonic()`` in this process; a readiness change is timed the way a prober sees it, by
-  polling ``/readyz`` from a thread every few milliseconds (:class:`ReadyWatcher`), not from the agent's log;
+  polling ``/readyz`` from a thread every few milliseconds (``harness.readyz_sampler``), not from the agent's
+  log;
 * HTTP load comes from another process (``wrk``, ``hey``) so the load generator never shares a GIL with the
   server it measures;
 * a figure is a median over repetitions, and each row carries the baseline measured in the same run.
@@ -25,7 +26,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,24 +33,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import redis
-
-if TYPE_CHECKING:
-    from tests.support.proxy import ProxyThread
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
-if str(ROOT) not in sys.path:  # ``tests.support`` is imported from the repository root
+if str(ROOT) not in sys.path:  # ``harness`` is imported from the repository root
     sys.path.insert(0, str(ROOT))
 
-# The test harness's helpers serve the bench too: one port picker, one agent environment.
-from tests.support.agentproc import agent_env  # noqa: E402
-from tests.support.redisproc import free_port  # noqa: E402
+# The harness serves the bench as it serves the tests: one port picker, one agent wrapper, one wait.
+from harness.agent_process import AgentProcess  # noqa: E402
+from harness.fault_proxy import ProxyThread  # noqa: E402
+from harness.redis_server import free_port  # noqa: E402
+from harness.wait import until  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ run modes
 
@@ -233,78 +232,30 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_http(port: int, path: str, want: int = 200, timeout: float = 10.0, period: float = 0.002,
-              proc: subprocess.Popen[bytes] | None = None) -> float:
-    """Poll until ``path`` answers ``want``; return the monotonic time of that answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def answered(port: int, path: str, want: int = 200,
+             proc: subprocess.Popen[bytes] | None = None) -> Callable[[], float | None]:
+    """A probe for ``until``: the monotonic time ``path`` answered ``want`` (None before; RuntimeError once
+    ``proc``, the server polled, has exited)."""
+
+    def probe() -> float | None:
         if http_status(port, path, timeout=0.5) == want:
             return time.monotonic()
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {path} answered {want}")
-        time.sleep(period)
-    raise TimeoutError(f"{path} on port {port} did not answer {want} within {timeout}s")
+        return None
+
+    return probe
 
 
-@dataclass
-class AgentProc:
-    """One ``readiness-agent run`` child on a bench-chosen port, its output in a temp file.
+def bench_agent(args: Sequence[str], python_flags: Sequence[str] = ()) -> AgentProcess:
+    """The one agent wrapper with the bench's options: a port chosen here (so /livez is polled from the spawn
+    instant, for the start-up figure), its own session (a Ctrl-C on the terminal must not start its drain), and
+    ``with`` does not start it (the fleet spawns dozens at once, then waits).
 
-    The bench spawns agents itself (rather than through ``tests.support.agentproc``) for three reasons: the
-    start-up figure needs the spawn instant and a tight /livez poll, and the fleet starts dozens at once.
+    ``spawn()`` then ``wait_live()`` (seconds since spawn), or ``start()``; ``close()`` kills it.
     """
-
-    args: Sequence[str]
-    module: str = "agent"
-    extra_python: Sequence[str] = ()
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    spawned_at: float = 0.0
-    _out: Any = None
-
-    def spawn(self) -> AgentProc:
-        self.port = self.port or free_port()
-        self._out = tempfile.NamedTemporaryFile(prefix="bench-agent-", suffix=".log", delete=False)  # noqa: SIM115 (closed in close())
-        argv = [PYTHON, *self.extra_python, "-m", self.module, "run", "--listen", f"127.0.0.1:{self.port}",
-                "--platform", "local", *self.args]
-        self.spawned_at = time.monotonic()
-        self.proc = REAPER.spawn(argv, stdout=self._out, stderr=subprocess.STDOUT, env=agent_env())
-        return self
-
-    def wait_live(self, timeout: float = 15.0, period: float = 0.01) -> float:
-        """Block until /livez answers 200; return seconds since spawn."""
-        assert self.proc is not None
-        return wait_http(self.port, "/livez", 200, timeout, period, self.proc) - self.spawned_at
-
-    def start(self, timeout: float = 15.0) -> AgentProc:
-        self.spawn()
-        self.wait_live(timeout)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def output(self) -> str:
-        if self._out is None:
-            return ""
-        return Path(self._out.name).read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.proc is not None:
-            REAPER.kill(self.proc)
-        if self._out is not None:
-            self._out.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._out.name)
-            self._out = None
-
-    def __enter__(self) -> AgentProc:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    return AgentProcess(*args, listen=f"127.0.0.1:{free_port()}", python_flags=python_flags, own_session=True,
+                        start_on_enter=False)
 
 
 def redis_url(port: int) -> str:
@@ -313,19 +264,18 @@ def redis_url(port: int) -> str:
 
 @contextlib.contextmanager
 def fault_proxy(address: tuple[str, int]) -> Iterator[ProxyThread]:
-    """A started ``tests.support.proxy.ProxyThread`` in front of ``address``.
+    """A started ``harness.fault_proxy.ProxyThread`` in front of ``address``.
 
     On exit it first waits (up to 3 s) for the proxied connections to end, which they do once the clients
     (agents, closed before this because they were entered later) are gone: stopping the proxy with links
     still open makes Python 3.11's asyncio log a CancelledError traceback per link (see docs/benchmarks.md).
     """
-    from tests.support.proxy import ProxyThread
-
     proxy = ProxyThread(address).start()
     try:
         yield proxy
     finally:
-        until(lambda: proxy.open_connections == 0, timeout=3.0)
+        with contextlib.suppress(TimeoutError):  # links still open after 3 s: stop anyway
+            until(lambda: proxy.open_connections == 0, 3.0, period=0.02, what="proxied connections to end")
         proxy.stop()
 
 
@@ -423,86 +373,6 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ pollers
-
-
-class ReadyWatcher:
-    """Polls ``GET path`` every ``period`` s from a thread over one keep-alive connection.
-
-    Records each change of status with the send time of the request that first saw it (0 = no answer), so
-    "when did /readyz turn 503" is what a prober polling at that rate would see, ± ``period``.
-    """
-
-    def __init__(self, port: int, path: str = "/readyz", period: float = 0.005) -> None:
-        self.port = port
-        self.path = path
-        self.period = period
-        self.status = -1
-        self.changes: list[tuple[float, int]] = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch:{port}{path}", daemon=True)
-
-    def __enter__(self) -> ReadyWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        conn: http.client.HTTPConnection | None = None
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            sent = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
-                conn.request("GET", self.path)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                conn = None
-                status = 0
-            with self._cond:
-                if status != self.status:
-                    self.changes.append((sent, status))
-                    self.status = status
-                    self._cond.notify_all()
-            next_at = max(next_at + self.period, time.monotonic())
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-        if conn is not None:
-            conn.close()
-
-    def first(self, status: int, after: float) -> float | None:
-        """When the status first became ``status`` at or after ``after`` (or None)."""
-        with self._cond:
-            return next((t for t, s in self.changes if t >= after and s == status), None)
-
-    def wait_for(self, status: int, after: float, timeout: float) -> float | None:
-        """Block until a change to ``status`` at or after ``after``; its time, or None on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = next((t for t, s in self.changes if t >= after and s == status), None)
-                left = deadline - time.monotonic()
-                if found is not None or left <= 0:
-                    return found
-                self._cond.wait(left)
-
-    def wait_steady(self, status: int, timeout: float) -> bool:
-        """Block until the current status is ``status`` (whenever it changed)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.status != status:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
 
 
 class ExecProbe:
@@ -635,16 +505,6 @@ def hey(url: str, seconds: float, workers: int, qps_per_worker: float) -> Load:
 
 
 # ------------------------------------------------------------------------------------------------ misc
-
-
-def until(predicate: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
 
 
 @contextlib.contextmanager

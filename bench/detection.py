@@ -27,12 +27,11 @@ from functools import partial
 
 from agent.settings import DEFAULT_TIMING
 from bench.common import (
-    AgentProc,
     ExecProbe,
     Mode,
-    ReadyWatcher,
     Row,
     Section,
+    bench_agent,
     fault_proxy,
     log,
     median,
@@ -41,7 +40,8 @@ from bench.common import (
     redis_url,
     secs,
 )
-from tests.support.redisproc import RedisProcess
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import RedisProcess
 
 TIMING = DEFAULT_TIMING  # the agent's defaults: the bench runs it with no timing flags
 K8S_PERIOD, K8S_THRESHOLD, K8S_TIMEOUT = 10.0, 3, 1.0  # kubelet defaults for a probe
@@ -58,7 +58,7 @@ class Samples:
     missed: int = 0  # faults the agent did not report within twice its bound (counted as misses)
 
 
-def _settle(watcher: ReadyWatcher, probe: ExecProbe, rng: random.Random) -> None:
+def _settle(watcher: ReadyzSampler, probe: ExecProbe, rng: random.Random) -> None:
     """Both ready, then a random pause so the fault lands at a random phase of the check schedule."""
     if not watcher.wait_steady(200, 15):
         raise RuntimeError("agent did not become ready")
@@ -66,7 +66,7 @@ def _settle(watcher: ReadyWatcher, probe: ExecProbe, rng: random.Random) -> None
     time.sleep(rng.uniform(0.2, 0.2 + TIMING.interval))
 
 
-def _fault_cycle(samples: Samples, watcher: ReadyWatcher, probe: ExecProbe, rng: random.Random,
+def _fault_cycle(samples: Samples, watcher: ReadyzSampler, probe: ExecProbe, rng: random.Random,
                  fault: Callable[[], object], repair: Callable[[], object], hold: float) -> None:
     """One fault: inject, time both detections, hold the outage for ``hold`` s, repair, time both recoveries."""
     _settle(watcher, probe, rng)
@@ -111,8 +111,8 @@ def run(mode: Mode) -> Section:
 
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
-        agent = stack.enter_context(AgentProc(["--redis-url", redis_url(server.port)]).start())
-        watcher = stack.enter_context(ReadyWatcher(agent.port))
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port)]).start())
+        watcher = stack.enter_context(ReadyzSampler(agent.port))
         probe = stack.enter_context(ExecProbe(server.port, period=1.0, timeout=1.0))
         log(f"detection: {n_kill} kills with a {short_hold:g} s outage")
         for _ in range(n_kill):
@@ -129,8 +129,8 @@ def run(mode: Mode) -> Section:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
         proxy = stack.enter_context(fault_proxy(server.address))
-        agent = stack.enter_context(AgentProc(["--redis-url", redis_url(proxy.port)]).start())
-        watcher = stack.enter_context(ReadyWatcher(agent.port))
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(proxy.port)]).start())
+        watcher = stack.enter_context(ReadyzSampler(agent.port))
         probe = stack.enter_context(ExecProbe(proxy.port, period=1.0, timeout=1.0))
         log(f"detection: {n_black} blackholes (proxy stops forwarding)")
         blackhole, forward = partial(proxy.set_mode, "blackhole"), partial(proxy.set_mode, "pass")

@@ -14,8 +14,10 @@ import contextlib
 import json
 import time
 
-from bench.common import AgentProc, ReadyWatcher, log, median, quantile, redis_url
-from tests.support.redisproc import RedisProcess
+from bench.common import bench_agent as AgentProc
+from bench.common import log, median, quantile, redis_url
+from harness.readyz_sampler import ReadyzSampler as ReadyWatcher
+from harness.redis_server import RedisProcess
 
 
 def kills(n: int) -> list[float]:

@@ -41,9 +41,7 @@ from dataclasses import dataclass, field
 
 from bench.common import (
     REAPER,
-    AgentProc,
     Mode,
-    ReadyWatcher,
     Row,
     Section,
     cpu_seconds,
@@ -53,9 +51,11 @@ from bench.common import (
     memory_mib,
     ms,
     redis_url,
-    until,
 )
-from tests.support.redisproc import RedisProcess, RespConnection, parse_info
+from bench.common import bench_agent as AgentProc
+from harness.readyz_sampler import ReadyzSampler as ReadyWatcher
+from harness.redis_server import RedisProcess, RespConnection, parse_info
+from harness.wait import until
 
 FLEETS = (1_000, 10_000)  # the fleet sizes extrapolated to on paper
 SAMPLE = 0.02  # INFO sampling period during a reconnect burst

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from bench.common import (
     PYTHON,
     REAPER,
-    AgentProc,
     Mode,
     Row,
     Section,
+    answered,
+    bench_agent,
     calls_delta,
     command_calls,
     cpu_seconds,
@@ -44,9 +45,9 @@ from bench.common import (
     ms,
     redis_client,
     redis_url,
-    wait_http,
 )
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
+from harness.wait import until
 
 KUBE_MODULE = "kubernetes"
 GCL_MODULE = "google.cloud.logging_v2.handlers"
@@ -70,7 +71,7 @@ def _spawn_floor(extra: list[str]) -> Running:
     spawned = time.monotonic()
     proc = REAPER.spawn(argv)
     try:
-        live = wait_http(port, "/livez", 200, timeout=30, period=0.002, proc=proc) - spawned
+        live = until(answered(port, "/livez", 200, proc), 30, period=0.002, what="/livez 200") - spawned
     except BaseException:
         REAPER.kill(proc)
         raise
@@ -78,7 +79,7 @@ def _spawn_floor(extra: list[str]) -> Running:
 
 
 def _spawn_agent(url: str, log_format: str) -> Running:
-    agent = AgentProc(["--redis-url", url, "--log-format", log_format]).spawn()
+    agent = bench_agent(["--redis-url", url, "--log-format", log_format]).spawn()
     try:
         live = agent.wait_live(timeout=30, period=0.002)
     except BaseException:
@@ -107,7 +108,7 @@ NAMES = ("floor", "agent", "agent json", "floor+kubernetes", "floor+gcl")
 
 def _import_profile(url: str) -> tuple[float, list[tuple[str, float]]]:
     """One agent start under ``-X importtime``: total import ms and self time grouped by top-level package."""
-    agent = AgentProc(["--redis-url", url, "--log-format", "text"], extra_python=("-X", "importtime")).spawn()
+    agent = bench_agent(["--redis-url", url, "--log-format", "text"], python_flags=("-X", "importtime")).spawn()
     try:
         agent.wait_live(timeout=30)
         time.sleep(0.3)
@@ -154,8 +155,8 @@ def run(mode: Mode) -> Section:
         for name in NAMES:
             procs[name] = _spawn(name, *urls)
             stack.callback(procs[name].stop)
-        wait_http(procs["agent"].port, "/readyz", 200, timeout=15)
-        wait_http(procs["agent json"].port, "/readyz", 200, timeout=15)
+        until(answered(procs["agent"].port, "/readyz", 200), 15, period=0.002, what="/readyz 200")
+        until(answered(procs["agent json"].port, "/readyz", 200), 15, period=0.002, what="/readyz 200")
         time.sleep(2.0)  # past the stability window and first round of checks: the steady schedule
         client = redis_client(redis_text.port)
         cpu0 = {name: cpu_seconds(p.pid) for name, p in procs.items()}

@@ -21,11 +21,12 @@ import time
 from bench.common import (
     PYTHON,
     REAPER,
-    AgentProc,
     Load,
     Mode,
     Row,
     Section,
+    answered,
+    bench_agent,
     fault_proxy,
     free_port,
     hey,
@@ -33,10 +34,10 @@ from bench.common import (
     median,
     ms,
     redis_url,
-    wait_http,
     wrk,
 )
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
+from harness.wait import until
 
 HEY_WORKERS = 2  # two probers at 500 req/s each: 1,000 req/s; more workers mostly measure hey's own bursts
 HEY_RATE = 1000 / HEY_WORKERS
@@ -104,7 +105,7 @@ def _bare_server(stack: contextlib.ExitStack) -> int:
     port = free_port()
     proc = REAPER.spawn([PYTHON, "-m", "bench.bare_server", "--port", str(port)])
     stack.callback(REAPER.kill, proc)
-    wait_http(port, "/readyz", 200, timeout=15, proc=proc)
+    until(answered(port, "/readyz", 200, proc), 15, period=0.002, what="/readyz 200")
     return port
 
 
@@ -122,9 +123,9 @@ def run(mode: Mode) -> Section:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
         proxy = stack.enter_context(fault_proxy(server.address))
-        agent = stack.enter_context(AgentProc(["--redis-url", redis_url(proxy.port)]).start())
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(proxy.port)]).start())
         bare = _bare_server(stack)
-        wait_http(agent.port, "/readyz", 200, timeout=10)
+        until(answered(agent.port, "/readyz", 200), 10, period=0.002, what="/readyz 200")
         bare_url = f"http://127.0.0.1:{bare}/readyz"
         agent_url = f"http://127.0.0.1:{agent.port}/readyz"
         metrics_url = f"http://127.0.0.1:{agent.port}/metrics"
@@ -151,15 +152,15 @@ def run(mode: Mode) -> Section:
             lat["healthy"].append(_expect(hey(agent_url, hey_seconds, HEY_WORKERS, HEY_RATE), 200))
             lat["metrics"].append(hey(metrics_url, hey_seconds, 2, 50))
             server.kill()
-            wait_http(agent.port, "/readyz", 503, timeout=10)
+            until(answered(agent.port, "/readyz", 503), 10, period=0.002, what="/readyz 503")
             lat["down"].append(_expect(hey(agent_url, hey_seconds, HEY_WORKERS, HEY_RATE), 503))
             server.start()
-            wait_http(agent.port, "/readyz", 200, timeout=10)
+            until(answered(agent.port, "/readyz", 200), 10, period=0.002, what="/readyz 200")
             proxy.set_mode("blackhole")
-            wait_http(agent.port, "/readyz", 503, timeout=10)
+            until(answered(agent.port, "/readyz", 503), 10, period=0.002, what="/readyz 503")
             lat["blackholed"].append(_expect(hey(agent_url, hey_seconds, HEY_WORKERS, HEY_RATE), 503))
             proxy.set_mode("pass")
-            wait_http(agent.port, "/readyz", 200, timeout=10)
+            until(answered(agent.port, "/readyz", 200), 10, period=0.002, what="/readyz 200")
             time.sleep(0.2)
 
     log("probes: handler CPU per call, in-process")

@@ -23,20 +23,21 @@ import time
 from dataclasses import dataclass
 
 from bench.common import (
-    AgentProc,
     Mode,
     Row,
     Section,
+    answered,
+    bench_agent,
     cpu_seconds,
     fault_proxy,
     http_get,
     log,
     median,
     ms,
-    wait_http,
     write_config,
 )
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
+from harness.wait import until
 
 SIZES = (1, 10, 100)
 LATENCY = 0.020  # added by the proxy in each direction
@@ -83,8 +84,8 @@ def _counters(port: int) -> tuple[float, float, float]:
 def _measure(n: int, proxy_port: int, seconds: float) -> Size:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         config = write_config([(f"r{i:03d}", proxy_port) for i in range(n)], tmp)
-        with AgentProc(["--config", config]).start() as agent:
-            wait_http(agent.port, "/readyz", 200, timeout=30, period=0.05)
+        with bench_agent(["--config", config]).start() as agent:
+            until(answered(agent.port, "/readyz", 200), 30, period=0.05, what="/readyz 200")
             time.sleep(1.5)  # every check past its window and on the steady schedule
             count0, sum0, _ = _counters(agent.port)
             cpu0 = cpu_seconds(agent.pid)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.agentproc import AgentProcess
-from tests.support.redisproc import RedisProcess, wait_until
+from harness import wait
+from harness.agent_process import AgentProcess
+from harness.redis_server import RedisProcess
 
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 1.0, 0.2, 0.5, 3  # the agent's defaults
 DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
@@ -99,7 +100,7 @@ async def soak(minutes: float, every: float, down: float, rate: float) -> dict[s
         with AgentProcess("--redis-url", redis.url) as agent:
             assert agent.proc is not None
             pid = agent.proc.pid
-            await asyncio.to_thread(wait_until, lambda: agent.get("/readyz")[0] == 200, 10, what="agent ready")
+            await asyncio.to_thread(wait.until, lambda: agent.get_status("/readyz") == 200, 10, what="agent ready")
             rss_start, tasks_start = rss_mib(pid), status(agent)["runtime"]  # type: ignore[index]
             timeline = Timeline()
             stats = {"requests": 0.0, "errors": 0.0, "false_ready": 0.0}
@@ -108,7 +109,7 @@ async def soak(minutes: float, every: float, down: float, rate: float) -> dict[s
                 restarts(redis, every, down, until, timeline),
                 probe(agent.base + "/readyz", rate, until, timeline, stats),
             )
-            await asyncio.to_thread(wait_until, lambda: agent.get("/readyz")[0] == 200, 10, what="agent ready")
+            await asyncio.to_thread(wait.until, lambda: agent.get_status("/readyz") == 200, 10, what="agent ready")
             end = status(agent)
             return {
                 "minutes": minutes,

@@ -25,15 +25,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.support.hostile import (
-    Agent,
+from harness.agent_process import AgentProcess
+from harness.hostile_http import (
+    AGENT_ROOT,
     closed_by_peer,
     half_open,
     http_request,
     http_status,
     one_error_line,
-    wait_until,
 )
+from harness.wait import until
 
 CLOSED = ["--redis-url", "redis://127.0.0.1:1/0"]  # nothing listens on port 1: the checks fail fast
 TOKEN = "s3cret-Drain-Token_42"
@@ -78,7 +79,7 @@ class TestConnectionFlood:
     def test_half_sent_requests_do_not_starve_the_probes_under_a_low_file_limit(self) -> None:
         """400 half-sent requests under a 256-file limit: /livez and /readyz still answer, fds stay under the
         limit, and nothing is logged as a traceback."""
-        with Agent(*CLOSED, nofile=(256, 256)) as agent:
+        with AgentProcess(*CLOSED, nofile=(256, 256), root=AGENT_ROOT) as agent:
             with half_open(agent.port, 400) as socks:
                 assert len(socks) >= 300  # the kernel accepted them: the agent had to deal with each
                 started = time.monotonic()
@@ -91,7 +92,7 @@ class TestConnectionFlood:
 
     def test_soft_file_limit_is_raised_to_the_hard_limit(self) -> None:
         """Started with a soft limit of 256 under a hard 4096, the agent runs with 4096."""
-        with Agent(*CLOSED, nofile=(256, 4096)) as agent:
+        with AgentProcess(*CLOSED, nofile=(256, 4096), root=AGENT_ROOT) as agent:
             assert agent.soft_nofile() == 4096
 
 
@@ -135,7 +136,7 @@ class TestIdleTimeout:
 class TestErrorLogging:
     def test_malformed_requests_are_one_line_each_at_most_and_never_a_traceback(self) -> None:
         """200 requests with a 9,000-byte request line: 400 each, no traceback, a handful of lines in all."""
-        with Agent(*CLOSED) as agent:
+        with AgentProcess(*CLOSED, root=AGENT_ROOT) as agent:
             before = len(agent.output().splitlines())
             line = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             statuses = {http_request(agent.port, line)[0] for _ in range(200)}
@@ -192,7 +193,7 @@ class TestDrainToken:
         """``Authorization: Bearer \\xff\\xfe`` is a 401, not a 500, and the right token still drains."""
         token = tmp_path / "token"
         token.write_text(TOKEN + "\n")
-        with Agent(*CLOSED, "--drain-token-file", str(token)) as agent:
+        with AgentProcess(*CLOSED, "--drain-token-file", str(token), root=AGENT_ROOT) as agent:
             assert drain_request(agent.port, b"Bearer \xff\xfe") == 401
             assert drain_request(agent.port, b"Bearer " + "é".encode() * 3) == 401
             assert drain_request(agent.port, None) == 401
@@ -203,7 +204,7 @@ class TestDrainToken:
         """A token file that is not UTF-8 gives a warning at start and 401s, never a 500."""
         token = tmp_path / "token"
         token.write_bytes(b"\xff\xfe\xfd-token")
-        with Agent(*CLOSED, "--drain-token-file", str(token)) as agent:
+        with AgentProcess(*CLOSED, "--drain-token-file", str(token), root=AGENT_ROOT) as agent:
             assert drain_request(agent.port, b"Bearer \xff\xfe\xfd-token") == 401
             assert drain_request(agent.port, b"Bearer x") == 401
             assert "drain token file" in agent.stdout() and "not UTF-8" in agent.stdout()
@@ -212,7 +213,7 @@ class TestDrainToken:
         """A token file that does not exist is named in a WARNING at start, and the file is picked up once it
         appears."""
         token = tmp_path / "token"
-        with Agent(*CLOSED, "--drain-token-file", str(token)) as agent:
+        with AgentProcess(*CLOSED, "--drain-token-file", str(token), root=AGENT_ROOT) as agent:
             assert "drain token file" in agent.stdout() and str(token) in agent.stdout()
             assert drain_request(agent.port, b"Bearer " + TOKEN.encode()) == 401
             token.write_text(TOKEN)
@@ -222,7 +223,7 @@ class TestDrainToken:
         """A FIFO at the token path (nobody writing): POST /drain is 401 and /livez keeps answering."""
         fifo = tmp_path / "token"
         os.mkfifo(fifo)
-        with Agent(*CLOSED, "--drain-token-file", str(fifo)) as agent:
+        with AgentProcess(*CLOSED, "--drain-token-file", str(fifo), root=AGENT_ROOT) as agent:
             assert drain_request(agent.port, b"Bearer " + TOKEN.encode()) == 401
             assert http_status(agent.port, "/livez", timeout=1.0) == 200
 
@@ -230,7 +231,7 @@ class TestDrainToken:
         """A token file rewritten with the same size and mtime (cp -p) is re-read: the new token drains."""
         token = tmp_path / "token"
         token.write_text("A" * len(TOKEN))
-        with Agent(*CLOSED, "--drain-token-file", str(token)) as agent:
+        with AgentProcess(*CLOSED, "--drain-token-file", str(token), root=AGENT_ROOT) as agent:
             assert drain_request(agent.port, b"Bearer wrong") == 401  # the agent has read the first token
             st = token.stat()
             token.write_text(TOKEN)
@@ -275,7 +276,7 @@ class TestSignals:
     def test_sigterm_exit_is_bounded_by_the_drain_with_a_body_held_open(self) -> None:
         """SIGTERM with --drain-seconds 0 while a client holds an unfinished request body: exit 0 within a
         second, not after aiohttp's lingering time."""
-        with Agent(*CLOSED, "--drain-seconds", "0") as agent:
+        with AgentProcess(*CLOSED, "--drain-seconds", "0", root=AGENT_ROOT) as agent:
             sock = socket.create_connection(("127.0.0.1", agent.port))
             try:
                 sock.sendall(b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
@@ -289,9 +290,9 @@ class TestSignals:
 
     def test_sighup_is_logged_and_ignored(self) -> None:
         """SIGHUP leaves the agent running and says so in one log line."""
-        with Agent(*CLOSED) as agent:
+        with AgentProcess(*CLOSED, root=AGENT_ROOT) as agent:
             agent.signal(signal.SIGHUP)
-            wait_until(lambda: "SIGHUP" in agent.stdout(), timeout=3)
+            until(lambda: "SIGHUP" in agent.stdout(), 3, "the SIGHUP log line", period=0.02)
             assert agent.alive() and http_status(agent.port, "/livez") == 200
 
 
@@ -299,7 +300,7 @@ class TestListenErrors:
     @pytest.mark.parametrize("listen", ["no-such-host.invalid:9180", "192.0.2.1:9180"])
     def test_bad_listen_host_is_one_line_on_stderr_exit_2(self, listen: str) -> None:
         """A host that does not resolve or is not ours: exit 2 with one error line on stderr."""
-        from tests.support.hostile import cli
+        from harness.hostile_http import cli
 
         code, _out, err, _wall = cli("run", "--listen", listen, "--platform", "local", *CLOSED)
         assert code == 2
@@ -342,7 +343,7 @@ def _config_cases(tmp: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
 @pytest.fixture(scope="module")
 def startup_seconds() -> float:
     """How long ``readiness-agent check --help`` takes here: the interpreter's and the package's start-up."""
-    from tests.support.hostile import cli
+    from harness.hostile_http import cli
 
     return min(cli("check", "--help")[3] for _ in range(2))
 
@@ -359,7 +360,7 @@ class TestConfigRefusals:
                                                         startup_seconds: float) -> None:
         """Each hostile or careless configuration is one error line on stderr, exit 2, no traceback, and the
         process is done within a second of its own start-up time (bound: start-up × 2 + 1 s)."""
-        from tests.support.hostile import cli
+        from harness.hostile_http import cli
 
         args, env = _config_cases(tmp_path)[case]
         code, out, err, wall = cli("check", *args, env=env, timeout=60)
@@ -370,7 +371,7 @@ class TestConfigRefusals:
 
     def test_error_in_redis_url_names_the_variable_actually_set(self) -> None:
         """A bad REDIS_URL is reported as REDIS_URL, not under READINESS_AGENT_REDIS_URL."""
-        from tests.support.hostile import cli
+        from harness.hostile_http import cli
 
         code, _out, err, _wall = cli("check", env={"REDIS_URL": "redis://h:notaport"})
         assert code == 2

@@ -1,6 +1,6 @@
 """Bounded reads: whatever answers on the Redis port, the agent reads a bounded amount and fails with ``protocol``.
 
-Malformed and oversized replies come from ``tests.support.hostile_redis`` (no real redis-server sends them);
+Malformed and oversized replies come from ``harness.hostile_redis`` (no real redis-server sends them);
 the positive controls run against a real redis-server.
 """
 
@@ -21,9 +21,9 @@ from agent.checks.redis_protocol import MIB, ByteBudget, Limits, ReplyParser, Re
 from agent.config import load_settings
 from agent.model import Reason
 from agent.settings import Platform
-from tests.support.agentproc import ROOT, agent_env
-from tests.support.hostile_redis import HostileRedis
-from tests.support.redisproc import RedisProcess
+from harness.agent_process import ROOT, agent_env
+from harness.hostile_redis import HostileRedis
+from harness.redis_server import RedisProcess
 
 TIMEOUT = 1.0
 

@@ -14,9 +14,10 @@ from agent.checks.pubsub import PubSubRoundTrip
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget
 from agent.model import Reason
+from harness.redis_server import RedisProcess
+from harness.redis_topology import valkey_server
+from harness.wait import until
 from tests.support.fixtures import ProxyFactory, RedisFactory
-from tests.support.redisproc import RedisProcess, wait_until
-from tests.support.topology import valkey_server
 
 KEY = "readiness-agent:canary:test-pod"
 CHANNEL = "readiness-agent:pubsub:test-pod"
@@ -171,7 +172,7 @@ class TestPubSubRoundTrip:
             assert int(redis_proc.info("stats")["total_connections_received"]) == total + 1  # only the INFO caller
         finally:
             await probe.close()
-        wait_until(lambda: subscribers(redis_proc) == 0, 2.0, what="subscriber closed")
+        until(lambda: subscribers(redis_proc) == 0, 2.0, what="subscriber closed")
 
     async def test_subscriber_killed_is_resubscribed(self, redis_proc: RedisProcess, conn_factory: object) -> None:
         """A subscriber killed by the server is replaced by the next run, which passes."""

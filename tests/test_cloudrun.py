@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.agentproc import AgentProcess, ReadyzSampler
-from tests.support.redisproc import RedisProcess
+from harness.agent_process import AgentProcess
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import RedisProcess
 from tests.test_deploy import (
     AGENT_CONTAINER,
     DEPLOY,
@@ -142,14 +143,14 @@ class TestStartupzMeansReady:
         with RedisProcess() as redis:
             args, env = self.agent_args(service, redis)
             with AgentProcess(*args, env=env) as agent:
-                sampler = ReadyzSampler(agent.base + "/startupz").start()
+                sampler = ReadyzSampler(agent.port, "/startupz", period=0.02).start()
                 try:
-                    await sampler.wait_for(503, after=0, timeout=5)
+                    await sampler.expect(503, after=0, timeout=5)
                     redis_started = time.monotonic()  # Redis cannot answer PING before this instant
                     redis.start()
-                    started_at = await sampler.wait_for(200, after=redis_started, timeout=(self.WINDOW + 0.5) * 2 + 1)
+                    started_at = await sampler.expect(200, after=redis_started, timeout=(self.WINDOW + 0.5) * 2 + 1)
                 finally:
-                    await sampler.stop()
+                    sampler.stop()
                 assert started_at - redis_started >= self.WINDOW
                 assert all(s.status == 503 for s in sampler.samples if s.at < redis_started + self.WINDOW)
                 assert json.loads(agent.get("/status")[1])["started"] is True
@@ -160,19 +161,19 @@ class TestStartupzMeansReady:
             redis.start()
             args, env = self.agent_args(service, redis)
             with AgentProcess(*args, env=env) as agent:
-                readyz = ReadyzSampler(agent.base + "/readyz").start()
-                startupz = ReadyzSampler(agent.base + "/startupz").start()
+                readyz = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
+                startupz = ReadyzSampler(agent.port, "/startupz", period=0.02).start()
                 try:
-                    await readyz.wait_for(200, after=0, timeout=(self.WINDOW + 0.5) * 2 + 1)
-                    await startupz.wait_for(200, after=0, timeout=2)
+                    await readyz.expect(200, after=0, timeout=(self.WINDOW + 0.5) * 2 + 1)
+                    await startupz.expect(200, after=0, timeout=2)
                     killed = time.monotonic()
                     redis.kill()
-                    not_ready = await readyz.wait_for(503, after=killed, timeout=DETECTION_BOUND * 2 + 1)
+                    not_ready = await readyz.expect(503, after=killed, timeout=DETECTION_BOUND * 2 + 1)
                     # The kill is seen within milliseconds: keep sampling /startupz for a while after the 503.
-                    await startupz.wait_for(200, after=not_ready + 0.3, timeout=3)
+                    await startupz.expect(200, after=not_ready + 0.3, timeout=3)
                 finally:
-                    await readyz.stop()
-                    await startupz.stop()
+                    readyz.stop()
+                    startupz.stop()
                 after_kill = [s.status for s in startupz.samples if s.at >= killed]
                 assert len(after_kill) >= 5 and set(after_kill) == {200}
                 assert agent.get("/livez")[0] == 200

@@ -1,7 +1,7 @@
 """Redis Cluster: CLUSTER INFO parsed and judged, and the real agent on a real 3-master cluster (node timeout 1 s).
 
 The cluster is made by ``redis-cli --cluster create`` over real ``redis-server --cluster-enabled yes`` nodes
-(and ``valkey-server`` ones) on loopback (tests/support/topology.py); killing a master without replicas leaves
+(and ``valkey-server`` ones) on loopback (harness/redis_topology.py); killing a master without replicas leaves
 a third of the slots uncovered, which the surviving nodes turn into ``cluster_state:fail`` after the node
 timeout.
 """
@@ -17,9 +17,10 @@ import pytest
 
 from agent.cluster import TOTAL_SLOTS, cluster_enabled, judge_cluster, parse_cluster_info
 from agent.model import Reason
-from tests.support.agentproc import AgentProcess, ReadyzSampler
-from tests.support.redisproc import REDIS_SERVER
-from tests.support.topology import CLUSTER_NODE_TIMEOUT_MS, ClusterSet, valkey_server
+from harness.agent_process import AgentProcess
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import REDIS_SERVER
+from harness.redis_topology import CLUSTER_NODE_TIMEOUT_MS, ClusterSet, valkey_server
 from tests.test_example_configs import load_example
 
 HEALTHY = (b"cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n"
@@ -87,8 +88,8 @@ class TestClusterAgent:
             sampler: ReadyzSampler | None = None
             try:
                 await asyncio.to_thread(agent.start)
-                sampler = ReadyzSampler(agent.base + "/readyz").start()
-                await sampler.wait_for(200, after=0, timeout=10)
+                sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
+                await sampler.expect(200, after=0, timeout=10)
                 status = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
                 bound = status["detection_bound_seconds"]
                 assert status["checks"]["redis"]["cluster"] == {
@@ -96,16 +97,16 @@ class TestClusterAgent:
                 killed = time.monotonic()
                 await asyncio.to_thread(victim.kill)
                 failed_at = await asyncio.to_thread(cluster.wait_state, "fail", [node], 10)
-                down_at = await sampler.wait_for(503, after=killed, timeout=bound * 2 + 1)
+                down_at = await sampler.expect(503, after=killed, timeout=bound * 2 + 1)
                 assert await asyncio.to_thread(node.ping) == "PONG"
                 status = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
                 metrics = (await asyncio.to_thread(agent.get, "/metrics"))[1]
                 await asyncio.to_thread(victim.start)
                 healed_at = await asyncio.to_thread(cluster.wait_state, "ok", cluster.nodes, 10)
-                up_at = await sampler.wait_for(200, after=healed_at, timeout=10)
+                up_at = await sampler.expect(200, after=healed_at, timeout=10)
             finally:
                 if sampler is not None:
-                    await sampler.stop()
+                    sampler.stop()
                 output = agent.output()
                 agent.close()
         check = status["checks"]["redis"]

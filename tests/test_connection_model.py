@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
@@ -18,8 +17,9 @@ from agent.metrics import Metrics
 from agent.model import Reason
 from agent.scheduler import Agent
 from agent.settings import Platform
-from tests.support.redisproc import RedisProcess, free_port, parse_info
-from tests.support.tls import Authority, TlsRedis
+from harness.redis_server import RedisProcess, free_port, parse_info
+from harness.tls import Authority, TlsRedis
+from harness.wait import until_async
 
 
 def agent_for(url: str, **flags: str) -> Agent:
@@ -56,21 +56,12 @@ def calls(redis: RedisProcess) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v.split(",")[0].removeprefix("calls=")) for k, v in stats.items()}
 
 
-async def until(predicate: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - started
-
-
 class TestOneConnection:
     async def test_one_connection_for_many_checks(self, running: Agent, redis_proc: RedisProcess) -> None:
         """A ready agent holds exactly one connection, and its checks open no other."""
         runs = running.snapshot.checks["redis"].checks_run
         opened = int(redis_proc.info("stats")["total_connections_received"])
-        await until(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5)
+        await until_async(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5, period=0.005)
         assert agent_clients(redis_proc) == 1
         # The two extra are ours (the INFO above and the CLIENT LIST).
         assert int(redis_proc.info("stats")["total_connections_received"]) == opened + 2
@@ -80,7 +71,7 @@ class TestOneConnection:
         """In steady state each check sends PING and ROLE once, and no INFO."""
         before = calls(redis_proc)
         runs = running.snapshot.checks["redis"].checks_run
-        await until(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5)
+        await until_async(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5, period=0.005)
         after = calls(redis_proc)
         done = running.snapshot.checks["redis"].checks_run - runs
         pings, roles = after["ping"] - before["ping"], after["role"] - before["role"]
@@ -94,16 +85,16 @@ class TestOneConnection:
         redis_proc.cli("REPLICAOF", "127.0.0.1", free_port())
         try:
             bound = running.timing.detection_bound
-            assert await until(lambda: not running.snapshot.ready, bound * 2 + 1) <= bound * 2 + 1
+            await until_async(lambda: not running.snapshot.ready, bound * 2 + 1, period=0.005)
             assert running.snapshot.checks["redis"].last_reason is Reason.MASTER_LINK_DOWN
         finally:
             redis_proc.cli("REPLICAOF", "NO", "ONE")
 
     async def test_watch_reports_connected_only_while_held(self, running: Agent, redis_proc: RedisProcess) -> None:
         """``monitor_connected`` is true while the check's connection is held, false once Redis is gone."""
-        await until(lambda: running.snapshot.checks["redis"].monitor_up, 2)
+        await until_async(lambda: running.snapshot.checks["redis"].monitor_up, 2, period=0.005)
         redis_proc.kill()
-        await until(lambda: not running.snapshot.checks["redis"].monitor_up, 1)
+        await until_async(lambda: not running.snapshot.checks["redis"].monitor_up, 1, period=0.005)
 
 
 class TestErrorReplies:
@@ -126,9 +117,9 @@ class TestErrorReplies:
 class TestDetection:
     async def test_kill_leaves_ready_within_a_quarter_second(self, running: Agent, redis_proc: RedisProcess) -> None:
         """SIGKILL: the held connection's EOF, a refused re-check and one retry take the agent out fast."""
-        await until(lambda: running.snapshot.checks["redis"].monitor_up, 2)
+        await until_async(lambda: running.snapshot.checks["redis"].monitor_up, 2, period=0.005)
         redis_proc.kill()
-        assert await until(lambda: not running.snapshot.ready, 0.25 * 2 + 1) < 0.25 * 2 + 1
+        await until_async(lambda: not running.snapshot.ready, 0.25 * 2 + 1, period=0.005)
 
     async def test_pause_leaves_ready_within_the_detection_bound(self, running: Agent,
                                                                  redis_proc: RedisProcess) -> None:
@@ -136,11 +127,11 @@ class TestDetection:
         bound = running.timing.detection_bound
         redis_proc.pause()
         try:
-            assert await until(lambda: not running.snapshot.ready, bound * 2 + 1) <= bound * 2 + 1
+            await until_async(lambda: not running.snapshot.ready, bound * 2 + 1, period=0.005)
         finally:
             redis_proc.resume()
-        await until(lambda: running.snapshot.ready, 5)
-        await until(lambda: agent_clients(redis_proc) == 1, 2)
+        await until_async(lambda: running.snapshot.ready, 5, period=0.005)
+        await until_async(lambda: agent_clients(redis_proc) == 1, 2, period=0.005)
 
 
 class TestTls:

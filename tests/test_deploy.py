@@ -230,7 +230,7 @@ def http_get(url: str) -> tuple[int, str]:
 def local_files(workdir: Path) -> dict[str, str]:
     """Real stand-ins for the files a manifest mounts (the agent checks TLS files at start): a CA, a client
     certificate and key made now, and one-line secrets for passwords and tokens; by kind of file."""
-    from tests.support.tls import Authority
+    from harness.tls import Authority
 
     directory = workdir / "mounted"
     if not directory.exists():

@@ -12,8 +12,10 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.agentproc import AgentProcess, ReadyzSampler, run_cli
-from tests.support.redisproc import RedisProcess, wait_until
+from harness.agent_process import AgentProcess, run_cli
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import RedisProcess
+from harness.wait import until
 
 FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3"]
 
@@ -30,14 +32,14 @@ class TestStartup:
         try:
             with AgentProcess("--redis-url", f"redis://127.0.0.1:{redis.port}/0", "--window", str(window),
                               *FAST) as agent:
-                sampler = ReadyzSampler(agent.base + "/readyz").start()
+                sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
                 try:
-                    await sampler.wait_for(503, after=0, timeout=5)
+                    await sampler.expect(503, after=0, timeout=5)
                     redis_started = time.monotonic()  # Redis cannot answer PING before this instant
                     redis.start()
-                    ready_at = await sampler.wait_for(200, after=redis_started, timeout=(window + 0.12) * 2 + 1)
+                    ready_at = await sampler.expect(200, after=redis_started, timeout=(window + 0.12) * 2 + 1)
                 finally:
-                    await sampler.stop()
+                    sampler.stop()
                 assert ready_at - redis_started >= window
                 assert all(s.status == 503 for s in sampler.samples if s.at < redis_started + window)
                 status = json.loads(agent.get("/status")[1])
@@ -51,7 +53,7 @@ class TestStartup:
         redis = RedisProcess()  # never started: nothing listens on its port
         url = f"redis://127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", url, "--startup-timeout", "1", "--log-format", "json", *FAST) as agent:
-            wait_until(lambda: bool(agent.events("deadline")), 4, what="deadline log record")
+            until(lambda: bool(agent.events("deadline")), 4, what="deadline log record")
             (record,) = agent.events("deadline")
             assert record["severity"] == "ERROR"
             assert record["logging.googleapis.com/labels"]["reason"] == "refused"
@@ -71,14 +73,14 @@ class TestFaults:
     async def test_kill_9_turns_503_within_detection_bound(self, redis_proc: RedisProcess) -> None:
         """SIGKILL of a ready Redis turns /readyz 503 within the detection bound (the monitor sees it at once)."""
         with AgentProcess("--redis-url", redis_proc.url, "--window", "0.3", *FAST) as agent:
-            sampler = ReadyzSampler(agent.base + "/readyz").start()
+            sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
             try:
-                await sampler.wait_for(200, after=0, timeout=5)
+                await sampler.expect(200, after=0, timeout=5)
                 killed = time.monotonic()
                 redis_proc.kill()
-                down_at = await sampler.wait_for(503, after=killed, timeout=detection_bound() * 2 + 1)
+                down_at = await sampler.expect(503, after=killed, timeout=detection_bound() * 2 + 1)
             finally:
-                await sampler.stop()
+                sampler.stop()
             assert down_at - killed <= detection_bound() + 1
             assert "refused" in agent.get("/readyz?verbose")[1]
 
@@ -87,7 +89,7 @@ class TestFaults:
         window = 0.5
         redis_proc.start_loading(seconds=3.0)
         with AgentProcess("--redis-url", redis_proc.url, "--window", str(window), *FAST) as agent:
-            sampler = ReadyzSampler(agent.base + "/readyz").start()
+            sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
             loading_seen: list[float] = []
             try:
                 deadline = time.monotonic() + 20
@@ -99,9 +101,9 @@ class TestFaults:
                     elif reply == "PONG" and loading_seen:
                         break
                     await asyncio.sleep(0.02)  # pacing of the ground-truth poller, not an oracle
-                ready_at = await sampler.wait_for(200, after=0, timeout=(window + 0.2) * 2 + 1)
+                ready_at = await sampler.expect(200, after=0, timeout=(window + 0.2) * 2 + 1)
             finally:
-                await sampler.stop()
+                sampler.stop()
             assert len(loading_seen) > 10, "the recipe must give a real LOADING phase"
             assert ready_at >= loading_seen[-1] + window - 0.05
             for s in sampler.samples:
@@ -116,7 +118,7 @@ class TestFaults:
         redis = redis_factory(requirepass="right-horse-battery")  # type: ignore[operator]
         bad = f"redis://:wrong-staple-secret@127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", bad, *FAST) as agent:
-            wait_until(lambda: "auth" in agent.get("/readyz?verbose")[1], 5, what="reason auth")
+            until(lambda: "auth" in agent.get("/readyz?verbose")[1], 5, what="reason auth")
             status, body = agent.get("/readyz?verbose")
             assert status == 503 and "[-]redis failed: auth" in body
             everything = agent.output() + agent.get("/status")[1] + agent.get("/metrics")[1] + body
@@ -150,16 +152,16 @@ class TestDrain:
     async def test_sigterm_drains_then_exits_0(self, redis_proc: RedisProcess) -> None:
         """SIGTERM: /readyz 503 at once, still serving for drain_seconds, then exit 0."""
         with AgentProcess("--redis-url", redis_proc.url, "--drain-seconds", "1.5", *FAST) as agent:
-            sampler = ReadyzSampler(agent.base + "/readyz").start()
+            sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
             try:
-                await sampler.wait_for(200, after=0, timeout=5)
+                await sampler.expect(200, after=0, timeout=5)
                 sent = time.monotonic()
                 agent.signal(signal.SIGTERM)
-                not_ready = await sampler.wait_for(503, after=sent, timeout=2)
+                not_ready = await sampler.expect(503, after=sent, timeout=2)
                 assert not_ready - sent < 1.0
                 assert agent.get("/livez")[0] == 200  # still serving while draining
             finally:
-                await sampler.stop()
+                sampler.stop()
             assert agent.wait(timeout=10) == 0
             assert time.monotonic() - sent >= 1.5
             assert "draining" in agent.output()

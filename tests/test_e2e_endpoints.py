@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.agentproc import AgentProcess
-from tests.support.redisproc import RedisProcess
+from harness.agent_process import AgentProcess
+from harness.redis_server import RedisProcess
 
 FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3", "--window", "0.2"]
 DESIGN_METRICS = {
@@ -21,14 +21,6 @@ DESIGN_METRICS = {
     "readiness_agent_startup_deadline_exceeded", "readiness_agent_stability_window_seconds",
     "readiness_agent_redis_up", "readiness_agent_build_info",
 }
-
-
-def wait_ready(agent: AgentProcess, timeout: float = 5.0, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + timeout
-    while agent.get(path)[0] != 200:
-        if time.monotonic() > deadline:
-            raise TimeoutError(agent.output())
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ class TestProbes:
     def test_verbose_exclude_and_single_check(self, two_checks: Path) -> None:
         """?verbose lists each check; optional failures do not gate; /readyz/<check> and ?exclude work."""
         with AgentProcess("--config", str(two_checks), *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             status, body = agent.get("/readyz?verbose")
             assert status == 200
             assert "[+]sessions ok" in body and "[-]cache failed: refused (optional)" in body
@@ -65,7 +57,7 @@ class TestProbes:
         """/status has the verdict, platform with reason, every setting with its source, and check detail."""
         env = {"READINESS_AGENT_FLAP_WINDOW": "20s", "READINESS_AGENT_PORT": "tcp://10.0.0.1:9180"}  # a service link
         with AgentProcess("--redis-url", redis_proc.url, *FAST, env=env) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             doc = json.loads(agent.get("/status")[1])
             assert doc["state"] == "ready" and doc["ready"] is True
             assert doc["platform"]["resolved"] == "local" and doc["platform"]["reason"]
@@ -81,7 +73,7 @@ class TestProbes:
     def test_ipv6_listen(self, redis_proc: RedisProcess) -> None:
         """The agent listens on an IPv6 address ([::1])."""
         with AgentProcess("--redis-url", redis_proc.url, *FAST, listen="[::1]:0") as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             assert agent.base.startswith("http://[::1]:")
 
 
@@ -89,7 +81,7 @@ class TestMetrics:
     def test_every_design_metric_parses(self, redis_proc: RedisProcess) -> None:
         """/metrics parses with prometheus_client's parser and holds every metric docs/design.md names."""
         with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             text = agent.get("/metrics")[1]
         families = {f.name: f for f in text_string_to_metric_families(text)}
         assert set(families) >= DESIGN_METRICS, DESIGN_METRICS - set(families)
@@ -107,7 +99,7 @@ class TestMetrics:
         promtool = shutil.which("promtool")
         assert promtool, "promtool is missing: run scripts/install-tools.sh (make test does)"
         with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             text = agent.get("/metrics")[1]
         result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
                                 timeout=30)
@@ -118,7 +110,7 @@ class TestLogs:
     def test_json_logs_are_cloud_logging_structured(self, redis_proc: RedisProcess) -> None:
         """--log-format json: every stdout line is one JSON object with severity, message and labels."""
         with AgentProcess("--redis-url", redis_proc.url, "--log-format", "json", *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             lines = [line for line in agent.stdout_path.read_text().splitlines() if line.strip()]
         records = [json.loads(line) for line in lines]
         messages = [r for r in records if "message" in r]
@@ -130,7 +122,7 @@ class TestLogs:
     def test_one_line_per_verdict_change_not_per_check(self, redis_proc: RedisProcess) -> None:
         """A healthy agent running many checks logs its changes once, not once per check."""
         with AgentProcess("--redis-url", redis_proc.url, "--log-format", "json", *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             deadline = time.monotonic() + 10
             while json.loads(agent.get("/status")[1])["checks"]["redis"]["checks_run"] < 8:
                 assert time.monotonic() < deadline
@@ -147,7 +139,7 @@ class TestSecrets:
         redis = redis_factory(requirepass=secret)  # type: ignore[operator]
         url = f"redis://default:{secret}@127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", url, "--log-level", "debug", *FAST) as agent:
-            wait_ready(agent)
+            agent.wait_status("/readyz", 200, 5.0)
             redis.kill()
             deadline = time.monotonic() + 5
             while json.loads(agent.get("/status")[1])["checks"]["redis"]["state"] != "degraded":

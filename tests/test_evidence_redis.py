@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from agent.config import load_settings
 from agent.model import State
 from agent.scheduler import Agent
 from agent.settings import Platform
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
+from harness.wait import until_async
 
 
 def agent_for(url: str) -> Agent:
     """An in-process agent at the documented defaults (the schedule of a real deployment)."""
     return Agent(load_settings({"redis_url": url, "platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t")))
-
-
-async def until(predicate: Callable[[], bool], timeout: float, period: float = 0.002) -> None:
-    """Poll ``predicate`` every ``period`` until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(period)
 
 
 async def ready(agent: Agent) -> None:
@@ -43,7 +34,7 @@ class TestKill:
             await asyncio.sleep(0.3)  # a check or two on the held connection
             killed = time.monotonic()
             redis_proc.kill()
-            await until(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1)
+            await until_async(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1, period=0.002)
             elapsed = time.monotonic() - killed
             check = agent.snapshot.checks["redis"]
             assert check.state is State.DEGRADED and check.consecutive_failures == 1
@@ -73,7 +64,7 @@ class TestServerDrops:
                 before = agent.connection_drops["redis"]
                 assert int(redis_proc.cli("CLIENT", "KILL", "TYPE", "normal")) >= 1  # type: ignore[arg-type]
                 # the agent saw the drop and checked again on a fresh connection
-                await until(lambda: agent.connection_drops["redis"] > before, 3)  # noqa: B023 (awaited at once)
+                await until_async(lambda: agent.connection_drops["redis"] > before, 3, period=0.002)  # noqa: B023 (awaited at once)
             await asyncio.sleep(0.3)
             sampler.cancel()
             check = agent.snapshot.checks["redis"]

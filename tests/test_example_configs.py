@@ -9,7 +9,7 @@ import pytest
 
 from agent.config import load_settings
 from agent.settings import Platform, Settings
-from tests.support.tls import Authority
+from harness.tls import Authority
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"
 FILE_VALUE = re.compile(r"^\s*-?\s*(\w+_file):\s*(\S+)", re.MULTILINE)

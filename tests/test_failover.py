@@ -18,8 +18,9 @@ from agent.config import load_settings
 from agent.model import Reason
 from agent.scheduler import Agent
 from agent.settings import Platform
-from tests.support.redisproc import HOST, RedisProcess, wait_until
-from tests.support.topology import server_version, until
+from harness.redis_server import HOST, RedisProcess
+from harness.redis_topology import server_version
+from harness.wait import until, until_async
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def pair() -> Iterator[tuple[RedisProcess, RedisProcess]]:
     with master, replica:
         master.start()
         replica.start()
-        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 10, what="replica sync")
+        until(lambda: replica.info("replication").get("master_link_status") == "up", 10, what="replica sync")
         yield master, replica
 
 
@@ -55,7 +56,7 @@ class TestFailoverCommand:
             await asyncio.wait_for(agent.store.ready.wait(), 10)
             connections = str(master.cli("CLIENT", "LIST")).count("name=readiness-agent")
             started = await asyncio.to_thread(demote, master)
-            await until(lambda: not agent.snapshot.ready, settings.timing.detection_bound * 2 + 1, "not ready")
+            await until_async(lambda: not agent.snapshot.ready, settings.timing.detection_bound * 2 + 1, "not ready")
             seen = time.monotonic() - started
             assert agent.snapshot.checks["redis"].last_reason is Reason.READONLY
             assert str(master.cli("CLIENT", "LIST")).count("name=readiness-agent") == connections == 1
@@ -75,8 +76,9 @@ class TestFailoverCommand:
             await asyncio.wait_for(agent.store.ready.wait(), 10)
             runs = agent.snapshot.checks["redis"].checks_run
             await asyncio.to_thread(demote, master)
-            await until(lambda: master.info("replication").get("master_link_status") == "up", 10, "demoted, in sync")
-            await until(lambda: agent.snapshot.checks["redis"].checks_run >= runs + 3, 10, "three more checks")
+            await until_async(lambda: master.info("replication").get("master_link_status") == "up", 10,
+                              "demoted, in sync")
+            await until_async(lambda: agent.snapshot.checks["redis"].checks_run >= runs + 3, 10, "three more checks")
             assert agent.snapshot.ready
         finally:
             await agent.stop()

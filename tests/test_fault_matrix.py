@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.agentproc import AgentProcess, ReadyzSampler
+from harness.agent_process import AgentProcess
+from harness.fault_proxy import FaultProxy
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, encode_command, parse_info
 from tests.support.matrix import RESULTS, MatrixRow
-from tests.support.proxy import FaultProxy
-from tests.support.redisproc import SLOW_LOAD_ARGS, RedisProcess, encode_command, parse_info
 
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 0.5, 0.1, 0.3, 3
 DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
@@ -304,8 +305,8 @@ async def test_fault_row(fault: Fault) -> None:
     try:
         await asyncio.to_thread(agent.start)
         truth.start()
-        sampler = ReadyzSampler(agent.base + "/readyz").start()
-        await sampler.wait_for(200, after=0, timeout=10)
+        sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
+        await sampler.expect(200, after=0, timeout=10)
         await fault.prepare(rig)
         before = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
         tasks_before = before["runtime"]["asyncio_tasks"]
@@ -314,14 +315,14 @@ async def test_fault_row(fault: Fault) -> None:
         await fault.inject(rig)
         injected = time.monotonic()
         budget = (injected - fault_at) + DETECTION_BOUND * 2 + 1
-        not_ready_at = await sampler.wait_for(503, after=fault_at, timeout=budget)
+        not_ready_at = await sampler.expect(503, after=fault_at, timeout=budget)
         status = json.loads((await asyncio.to_thread(agent.get, "/status"))[1])
         reason = status["checks"]["redis"]["last_failure_reason"]
         await asyncio.sleep(fault.hold)  # keep the fault on: the verdict must stay not-ready meanwhile
 
         recover_at = time.monotonic()
         await fault.recover(rig)
-        ready_at = await sampler.wait_for(200, after=recover_at, timeout=30)
+        ready_at = await sampler.expect(200, after=recover_at, timeout=30)
         await asyncio.sleep(0.3)  # a few more samples of the healthy state for the timelines
     finally:
         # Read the agent's own view while the sampler's keep-alive connection (a server task) is still open,
@@ -330,7 +331,7 @@ async def test_fault_row(fault: Fault) -> None:
         livez = await asyncio.to_thread(agent.get_status, "/livez") if alive else 0
         status_after = await asyncio.to_thread(agent.get, "/status") if alive else (0, "{}")
         if sampler is not None:
-            await sampler.stop()
+            sampler.stop()
         await truth.stop()
         output = agent.output()
         records = agent.records()

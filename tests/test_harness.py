@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import redisproc
-from tests.support.fixtures import ProxyFactory, RedisFactory
-from tests.support.proxy import FaultProxy, ProxyThread
-from tests.support.redisproc import (
+from harness import redis_server
+from harness.fault_proxy import FaultProxy, ProxyThread
+from harness.redis_server import (
     ConnectionClosedError,
     RedisProcess,
     RespConnection,
     RespError,
     encode_command,
     free_port,
-    wait_until,
 )
+from harness.wait import until
+from tests.support.fixtures import ProxyFactory, RedisFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +153,7 @@ class TestRedisProcess:
             squatter.bind(("127.0.0.1", free_port()))
             squatter.listen()
             ports = iter([squatter.getsockname()[1], free_port()])
-            monkeypatch.setattr(redisproc, "free_port", lambda host="127.0.0.1": next(ports))
+            monkeypatch.setattr(redis_server, "free_port", lambda host="127.0.0.1": next(ports))
             with RedisProcess() as proc:
                 proc.start()
                 assert proc.port != squatter.getsockname()[1]
@@ -239,7 +239,7 @@ class TestRedisProcessFaults:
         """With the default --save "" a failed BGSAVE does not refuse PING (why the recipe sets save)."""
         shutil.rmtree(redis_proc.dir)
         redis_proc.cli("BGSAVE")
-        wait_until(lambda: redis_proc.info("persistence")["rdb_last_bgsave_status"] == "err", 5, what="failed BGSAVE")
+        until(lambda: redis_proc.info("persistence")["rdb_last_bgsave_status"] == "err", 5, what="failed BGSAVE")
         assert redis_proc.ping() == "PONG"
 
     def test_exhausted_clients_reject_new_connections(self, redis_proc: RedisProcess) -> None:
@@ -335,7 +335,7 @@ class TestFaultProxy:
             sent = time.monotonic()
             await asyncio.to_thread(conn.send, "SET", "k", "v")
             # Seen from the server directly (from a thread: the proxy needs this loop to run).
-            await asyncio.to_thread(wait_until, lambda: redis_proc.cli("GET", "k") == "v", 3, what="SET")
+            await asyncio.to_thread(until, lambda: redis_proc.cli("GET", "k") == "v", 3, what="SET")
             arrived = time.monotonic() - sent
             assert await asyncio.to_thread(conn.read_reply) == "OK"
             assert delay <= arrived < delay * 2 + 1
@@ -420,9 +420,9 @@ class TestProxyThread:
             RespConnection(*proxy.address)
 
     def test_runs_as_a_separate_process(self, redis_proc: RedisProcess) -> None:
-        """`python -m tests.support.proxy PORT` prints its port and obeys mode commands on stdin."""
+        """`python -m harness.fault_proxy PORT` prints its port and obeys mode commands on stdin."""
         with subprocess.Popen(
-            [sys.executable, "-m", "tests.support.proxy", str(redis_proc.port)],
+            [sys.executable, "-m", "harness.fault_proxy", str(redis_proc.port)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         ) as child:  # fmt: skip
             assert child.stdin is not None and child.stdout is not None

@@ -15,8 +15,8 @@ from aiohttp import web
 from agent.checks.http import HttpCheck
 from agent.http_target import HttpTarget, parse_http_url, parse_status_range
 from agent.model import Reason
-from tests.support.redisproc import free_port
-from tests.support.tls import Authority, Issued
+from harness.redis_server import free_port
+from harness.tls import Authority, Issued
 
 Serve = Callable[..., Awaitable[str]]
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from agent.iam import AdcFetcher, FetchedToken, IamError, TokenProvider
-from tests.support.metadata_server import (
+from harness.metadata_server import (
     DEFAULT_SCOPES,
     METADATA_MODULE,
     MetadataServer,
     point_google_auth,
     stand_in,
 )
-from tests.support.redisproc import free_port
+from harness.redis_server import free_port
+from harness.wait import until_async
 
 
 @pytest.fixture
@@ -30,19 +31,10 @@ def metadata(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Metada
         yield server
 
 
-async def until_token(provider: TokenProvider, differs_from: str | None, timeout: float) -> str:
-    """Poll ``provider.token`` (as checks would) until it returns a token other than ``differs_from``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            token = await provider.token(0.05)
-            if token != differs_from:
-                return token
-        except IamError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no new token within {timeout} s")
-        await asyncio.sleep(0.01)
+async def other_token(provider: TokenProvider, than: str | None) -> str | None:
+    """One ``provider.token`` call, as a check makes it: the token if it differs from ``than``, else None."""
+    token = await provider.token(0.05)
+    return token if token != than else None
 
 
 class TestMetadataStandIn:
@@ -115,7 +107,7 @@ class TestTokenProvider:
         first = await provider.token(5.0)
         fetched_at = time.monotonic()
         metadata.rotate()
-        second = await until_token(provider, first, timeout=2 * 1.0 + 1)
+        second = await until_async(lambda: other_token(provider, first), 2 * 1.0 + 1, "a new token", ignore=(IamError,))
         elapsed = time.monotonic() - fetched_at
         assert second == metadata.token and second != first
         assert 0.9 <= elapsed < 2.0  # refresh at half the 2 s life (expires_in is counted from the server's answer)
@@ -196,7 +188,7 @@ class TestTokenProvider:
         with pytest.raises(IamError, match="HTTP 503"):
             await provider.token(2.0)
         metadata.heal()
-        token = await until_token(provider, None, timeout=0.2 * 2 + 1)
+        token = await until_async(lambda: other_token(provider, None), 0.2 * 2 + 1, "a token", ignore=(IamError,))
         assert token == metadata.token
 
     async def test_close_abandons_a_hung_fetch(self, metadata: MetadataServer) -> None:

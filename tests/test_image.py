@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
 from tests.test_deploy import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,6 +1,6 @@
 """The pod readiness gate (agent.kube) driving the real ``kubernetes`` client against the kube-apiserver stand-in.
 
-No kube-apiserver can run here, so ``tests/support/kubeapi.py`` implements the wire protocol of exactly the
+No kube-apiserver can run here, so ``harness/kube_api.py`` implements the wire protocol of exactly the
 endpoints the gate uses. Everything else is real: the ``kubernetes`` client, its kubeconfig and in-cluster
 loaders, urllib3, TLS with a CA made at test time. Figures (publish → condition patched, patches per
 transition under flapping) are printed with ``-s`` and recorded as test properties.
@@ -42,9 +42,10 @@ from agent.kube import (
 from agent.model import CheckResult, ReadinessMode, Reason
 from agent.store import VerdictStore
 from agent.verdict import Timing
-from tests.support.kubeapi import REASON_RE, KubeAPI, make_tls, until, write_kubeconfig
+from harness.kube_api import REASON_RE, KubeAPI, make_tls, write_kubeconfig
+from harness.redis_server import free_port
+from harness.wait import until_async
 from tests.support.logcapture import AgentLogs, agent_logs
-from tests.support.redisproc import free_port
 
 NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
 NEG = {"type": "cloud.google.com/load-balancer-neg-ready", "status": "True", "reason": "LoadBalancerNegReady",
@@ -112,7 +113,7 @@ async def synced(api: KubeAPI, status: str, reason: str | None = None, message: 
     """Wait until the stand-in's condition has ``status`` (and ``reason``, ``message`` when given); return it."""
     want = {"status": status, "reason": reason, "message": message}
     want = {k: v for k, v in want.items() if v is not None}
-    await until(lambda: all(cond(api).get(k) == v for k, v in want.items()), timeout, f"condition {want}")
+    await until_async(lambda: all(cond(api).get(k) == v for k, v in want.items()), timeout, f"condition {want}")
     return cond(api)
 
 
@@ -232,7 +233,7 @@ class TestPodGate:
         assert {"lastTransitionTime"} <= set(first) and {"lastTransitionTime"} <= set(failed)
         patches = [h for h in api.hits if h.method == "PATCH" and h.path.endswith("/status")]
         assert patches and {h.content_type for h in patches} == {kc.STRATEGIC_MERGE}
-        await until(lambda: gate.status()["in_sync"], 2, "status in sync")
+        await until_async(lambda: gate.status()["in_sync"], 2, "status in sync")
         status = gate.status()
         assert status["value"] is False and status["reason"] == "RedisRefused" and status["last_error"] is None
         assert isinstance(status["synced_at"], float) and abs(status["synced_at"] - time.time()) < 5
@@ -298,7 +299,7 @@ class TestPodGateFailures:
         api.deny("patch", "pods/status")
         gate = await gates.start()
         assert gates.metric("forbidden") == 0.0 and gates.metric("ok") == 0.0  # pre-created
-        await until(lambda: gate.patch_counts["forbidden"] >= 3, 3, "three denied attempts")
+        await until_async(lambda: gate.patch_counts["forbidden"] >= 3, 3, "three denied attempts")
         assert len([line for line in logs.lines() if "forbidden" in line]) == 1
         assert gates.metric("forbidden") == gate.patch_counts["forbidden"]
         status = gate.status()
@@ -306,7 +307,7 @@ class TestPodGateFailures:
         assert 'cannot patch resource "pods/status"' in str(status["last_error"])
         api.clear()
         await synced(api, "False", "Starting")
-        await until(lambda: any("synced again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
+        await until_async(lambda: any("synced again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
 
     async def test_every_failure_class_is_counted(self, api: KubeAPI, gates: Gates, logs: AgentLogs) -> None:
         """409, 422, 500, 503, 404 and a 401 no reload cures each land in their metric label; the pod converges."""
@@ -320,7 +321,7 @@ class TestPodGateFailures:
             assert gate.patch_counts[result] >= 1, result
         api.tokens = {"other"}
         gate.publish(True, None, "unauthorized")
-        await until(lambda: gate.patch_counts["unauthorized"] >= 1, 3, "401 counted")
+        await until_async(lambda: gate.patch_counts["unauthorized"] >= 1, 3, "401 counted")
         assert set(gate.patch_counts) == set(RESULTS)
         assert len(logs.lines()) == len(set(logs.lines()))  # each distinct error once
 
@@ -374,7 +375,7 @@ class TestPodGateFailures:
     async def test_api_unreachable(self, gates: Gates, logs: AgentLogs) -> None:
         """A closed port is counted as unreachable; /status and the log carry no token."""
         gate = await gates.start(server=f"http://127.0.0.1:{free_port()}", token="s3cret-token-value")
-        await until(lambda: gate.patch_counts["unreachable"] >= 2, 3, "two unreachable attempts")
+        await until_async(lambda: gate.patch_counts["unreachable"] >= 2, 3, "two unreachable attempts")
         text = json.dumps(gate.status()) + "\n".join(logs.lines(logging.DEBUG))
         assert "unreachable" in text and "s3cret" not in text
         assert len([line for line in logs.lines() if "unreachable" in line]) == 1
@@ -385,15 +386,15 @@ class TestPodGateFailures:
         await synced(api, "False", "Starting")
         del api.pods[(NS, POD)]
         gate.publish(True, None, "ready")
-        await until(lambda: gate.patch_counts["not_found"] >= 2, 3, "two 404s")
+        await until_async(lambda: gate.patch_counts["not_found"] >= 2, 3, "two 404s")
         assert len([line for line in logs.lines() if "not_found" in line]) == 1
         fresh = api.add_pod(NS, POD, [dict(NEG)])
         await synced(api, "True")
         gets = [h for h in api.hits if h.method == "GET"]
         assert len(gets) >= 2 and gets[-1].status == 200  # re-read the pod: new uid for events
         gate.publish(False, "loading", "loading")
-        await until(lambda: any(e["involvedObject"]["uid"] == fresh["metadata"]["uid"] for e in api.events.values()),
-                    3, "an event on the new pod")
+        await until_async(lambda: any(e["involvedObject"]["uid"] == fresh["metadata"]["uid"]
+                                      for e in api.events.values()), 3, "an event on the new pod")
 
     async def test_stop_writes_the_last_value(self, api: KubeAPI, gates: Gates) -> None:
         """stop() right after publishing draining still writes False/Draining."""
@@ -422,9 +423,9 @@ class TestPodGateEvents:
         gate = await gates.start()
         gate.publish(True, None, "all checks ready")
         gate_uid = api.pods[(NS, POD)]["metadata"]["uid"]
-        await until(lambda: len(api.events) == 1, 3, "first event")
+        await until_async(lambda: len(api.events) == 1, 3, "first event")
         gate.publish(False, "oom", "check redis: OOM")
-        await until(lambda: len(api.events) == 2, 3, "second event")
+        await until_async(lambda: len(api.events) == 2, 3, "second event")
         by_reason = {e["reason"]: e for e in api.events.values()}
         assert by_reason["DependenciesReady"]["type"] == "Normal"
         assert by_reason["RedisOutOfMemory"]["type"] == "Warning"
@@ -442,7 +443,7 @@ class TestPodGateEvents:
         for i in range(flaps):
             gate.publish(i % 2 == 0, None if i % 2 == 0 else "refused", f"flap {i}")
             await asyncio.sleep(0.001)
-        await until(lambda: sum(e["count"] for e in api.events.values()) == flaps, 5, "every transition counted")
+        await until_async(lambda: sum(e["count"] for e in api.events.values()) == flaps, 5, "every transition counted")
         elapsed = time.monotonic() - t0
         assert sorted(e["reason"] for e in api.events.values()) == ["DependenciesReady", "RedisRefused"]
         calls = [h for h in api.hits if "/events" in h.path]
@@ -459,7 +460,7 @@ class TestPodGateEvents:
         for i in range(6):
             gate.publish(i % 2 == 0, None if i % 2 == 0 else "busy", f"r{i}")
             await synced(api, "True" if i % 2 == 0 else "False", message=f"r{i}")
-        await until(lambda: gate.event_counts["forbidden"] >= 2, 3, "denied events")
+        await until_async(lambda: gate.event_counts["forbidden"] >= 2, 3, "denied events")
         assert len([line for line in logs.lines() if "events" in line]) == 1
         assert gates.metric("forbidden", "readiness_agent_kube_events_total") == gate.event_counts["forbidden"]
 
@@ -503,7 +504,7 @@ class TestInClusterSession:
                        api_factory=lambda: kc.incluster_session(str(tmp_path / "token"), str(other_ca), env))
         try:
             await gate.start()
-            await until(lambda: gate.patch_counts["unreachable"] >= 1, 3, "a refused TLS handshake")
+            await until_async(lambda: gate.patch_counts["unreachable"] >= 1, 3, "a refused TLS handshake")
             assert "certificate verify failed" in str(gate.status()["last_error"])
             assert api.condition(NS, POD, CTYPE) is None and not api.hits
         finally:

@@ -1,17 +1,16 @@
 """The readiness gate wired into ``readiness-agent run``: the real agent process, the real ``kubernetes``
-client, a real redis-server, and the API-server stand-in of tests/support/kubeapi.py."""
+client, a real redis-server, and the API-server stand-in of harness/kube_api.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.agentproc import ROOT, AgentProcess, agent_env
-from tests.support.kubeapi import KubeAPI, until, write_kubeconfig
-from tests.support.redisproc import RedisProcess, free_port
+from harness.agent_process import AgentProcess, run_cli
+from harness.kube_api import KubeAPI, write_kubeconfig
+from harness.redis_server import RedisProcess, free_port
+from harness.wait import until_async
 
 NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
 NEG = {"type": "cloud.google.com/load-balancer-neg-ready", "status": "True", "reason": "LoadBalancerNegReady"}
@@ -33,14 +32,14 @@ class TestGateInRun:
                 def condition() -> dict[str, object]:
                     return api.condition(NS, POD, CTYPE) or {}
 
-                await until(lambda: condition().get("status") == "True", 10, "condition True")
+                await until_async(lambda: condition().get("status") == "True", 10, "condition True")
                 assert condition()["reason"] == "DependenciesReady"
                 assert (api.condition(NS, POD, NEG["type"]) or {}).get("status") == "True"  # untouched
                 status = await asyncio.to_thread(agent.get, "/status")
                 gate = json.loads(status[1])["kube_gate"]
                 assert gate["enabled"] is True and gate["value"] is True
                 redis_proc.kill()
-                await until(lambda: condition().get("status") == "False", 10, "condition False")
+                await until_async(lambda: condition().get("status") == "False", 10, "condition False")
                 assert condition()["reason"] == "RedisRefused"
                 assert "t0k" not in agent.output()
         finally:
@@ -48,11 +47,8 @@ class TestGateInRun:
 
     def test_missing_pod_identity_is_a_usage_error(self, tmp_path: Path) -> None:
         """With the gate on and no POD_NAME/POD_NAMESPACE, run exits 2 with one line naming them."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "agent", "run", "--platform", "local", "--kube-readiness-gate",
-             "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--listen", "127.0.0.1:0"],
-            capture_output=True, text=True, env=agent_env(), cwd=ROOT, timeout=30,
-        )
+        proc = run_cli("run", "--platform", "local", "--kube-readiness-gate",
+                       "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--listen", "127.0.0.1:0")
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "POD_NAME" in lines[0] and "POD_NAMESPACE" in lines[0]

@@ -10,7 +10,7 @@ from agent.commands import wait_ready
 from agent.config import load_settings
 from agent.scheduler import Agent
 from agent.settings import Platform, Settings
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
 
 
 def one_ready_one_failing(redis_proc: RedisProcess, tmp_path: Path) -> Settings:

@@ -21,11 +21,11 @@ from agent.config import load_settings
 from agent.model import Reason
 from agent.settings import Platform, Settings
 from agent.values import ConfigError
-from tests.support.agentproc import AgentProcess, run_cli
-from tests.support.kubeapi import until
-from tests.support.metadata_server import MetadataServer, stand_in
-from tests.support.redisproc import RedisProcess, RespError, wait_until
-from tests.support.tls import Authority, Issued, TlsRedis
+from harness.agent_process import AgentProcess, run_cli
+from harness.metadata_server import MetadataServer, stand_in
+from harness.redis_server import RedisProcess, RespError
+from harness.tls import Authority, Issued, TlsRedis
+from harness.wait import until, until_async
 
 HOST = "127.0.0.1"
 
@@ -124,7 +124,7 @@ class TestIamAuthentication:
             assert agent_clients(tls_redis) == held  # the held connection stayed, authenticated by the old token
             assert isinstance(tls_redis.cli("AUTH", "agent", first), RespError)  # the old token opens nothing now
             assert tls_redis.cli("CLIENT", "KILL", "USER", "agent") == 1
-            await until(lambda: not check.watch.watching, 2.0, "the check saw its connection end")
+            await until_async(lambda: not check.watch.watching, 2.0, "the check saw its connection end")
             result = await check.run()
             assert result.ok, result  # a new connection: AUTH with the new token
             assert len(agent_clients(tls_redis) - held) == 1
@@ -270,7 +270,7 @@ class TestTlsToAnIp:
             ca.path.unlink()
             assert (await check.run()).ok  # the held connection carries on
             tls_redis.cli("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-            await until(lambda: not check.watch.watching, 2.0, "the check saw its connection end")
+            await until_async(lambda: not check.watch.watching, 2.0, "the check saw its connection end")
             result = await check.run()
             assert result.reason is Reason.TLS and str(ca.path) in result.detail, result
         finally:
@@ -386,13 +386,13 @@ class TestRedisAndAnAuthService:
             f"  - {{name: admin, type: http, url: 'http://{HOST}:{admin.server_port}/', required: false}}\n")
         with AgentProcess("--config", str(cfg)) as agent:
             try:
-                wait_until(lambda: agent.get_status("/readyz") == 200, 0.5 + 3.42 * 2 + 1, what="ready")
+                until(lambda: agent.get_status("/readyz") == 200, 0.5 + 3.42 * 2 + 1, what="ready")
             except TimeoutError:
                 raise AssertionError(agent.output()) from None
             _, body = agent.get("/readyz?verbose")
             assert "[+]redis ok" in body and "[+]auth ok" in body
             assert "[-]admin failed: error" in body and "(optional)" in body
             auth.status = 503  # type: ignore[attr-defined]
-            wait_until(lambda: agent.get_status("/readyz") == 503, 3.42 * 2 + 1, what="not ready")
+            until(lambda: agent.get_status("/readyz") == 503, 3.42 * 2 + 1, what="not ready")
             _, body = agent.get("/readyz?verbose")
             assert "[-]auth failed" in body

@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import build_parser
 from agent.settings import SPECS
-from tests.support.agentproc import ROOT, AgentProcess, run_cli
-from tests.support.redisproc import RedisProcess, free_port, wait_until
+from harness.agent_process import ROOT, AgentProcess, run_cli
+from harness.redis_server import RedisProcess, free_port
+from harness.wait import until
 
 FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3", "--window", "0.2"]
 SECRET = "s3cret-Operator-pw"
@@ -40,7 +41,7 @@ def first_failure(agent: AgentProcess) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         return next((e for e in json_lines(agent) if labels(e).get("event") == "failing"), None)
 
-    return wait_until(found, FIRST_FAILURE_BOUND, what="the first failure's log line")
+    return until(found, FIRST_FAILURE_BOUND, what="the first failure's log line")
 
 
 class TestSaysWhatIsWrongAtOnce:
@@ -79,7 +80,7 @@ class TestSaysWhatIsWrongAtOnce:
         redis = redis_factory(requirepass=SECRET)
         url = f"redis://default:{SECRET}@127.0.0.1:{redis.port}/0"
         with AgentProcess("--redis-url", url, "--log-format", "json", *FAST) as agent:
-            wait_until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready with the right password")
+            until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready with the right password")
             entries = json_lines(agent)
         warnings = [e for e in entries if labels(e).get("event") == "password_on_command_line"]
         assert len(warnings) == 1 and warnings[0]["severity"] == "WARNING"
@@ -90,9 +91,9 @@ class TestStatusTransitions:
     def test_three_transitions_are_explained(self, redis_proc: RedisProcess) -> None:
         """Ready, then Redis killed: /status lists starting→stabilizing→ready→degraded with reason and 503 flip."""
         with AgentProcess("--redis-url", redis_proc.url, *FAST) as agent:
-            wait_until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
+            until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
             redis_proc.kill()
-            wait_until(lambda: agent.get("/readyz")[0] == 503, 5, what="not ready")
+            until(lambda: agent.get("/readyz")[0] == 503, 5, what="not ready")
             doc = json.loads(agent.get("/status")[1])
         checks = [e for e in doc["transitions"] if e["check"] == "redis"]
         assert [(e["from"], e["to"]) for e in checks[:3]] == [
@@ -150,7 +151,7 @@ class TestDrainByPost:
         token.write_text("drain-me\n")
         with AgentProcess("--redis-url", redis_proc.url, "--drain-token-file", str(token),
                           "--drain-seconds", "0.2", *FAST) as agent:
-            wait_until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
+            until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
             request = urllib.request.Request(agent.base + "/drain", method="POST",
                                              headers={"Authorization": "Bearer drain-me"})
             with urllib.request.urlopen(request, timeout=2) as response:
@@ -162,7 +163,7 @@ class TestDrainByPost:
             assert "[+]redis ok" in lines
             assert [line for line in lines if line.startswith("[-]")] == [
                 line for line in lines if line.startswith("[-]draining")] != []
-            wait_until(lambda: time.monotonic() - drained_at > 2 * 0.2 + 1, 3, interval=0.05,
+            until(lambda: time.monotonic() - drained_at > 2 * 0.2 + 1, 3, period=0.05,
                        what="twice the drain time")
             assert agent.proc is not None and agent.proc.poll() is None
             assert agent.get("/livez")[0] == 200 and agent.get("/readyz")[0] == 503
@@ -176,8 +177,8 @@ class TestMetrics:
                        f"  - {{name: sessions, url: '{redis_proc.url}'}}\n"
                        f"  - {{name: db, type: tcp, address: '127.0.0.1:{free_port()}', required: false}}\n")
         with AgentProcess("--config", str(cfg), *FAST) as agent:
-            wait_until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
-            wait_until(lambda: json.loads(agent.get("/status")[1])["checks"]["db"]["checks_run"] > 0, 5,
+            until(lambda: agent.get("/readyz")[0] == 200, 5, what="ready")
+            until(lambda: json.loads(agent.get("/status")[1])["checks"]["db"]["checks_run"] > 0, 5,
                        what="the tcp check ran")
             families = {f.name: f for f in text_string_to_metric_families(agent.get("/metrics")[1])}
         up = {(s.labels["check"], s.labels["kind"]): s.value for s in families["readiness_agent_check_up"].samples}

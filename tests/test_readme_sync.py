@@ -111,7 +111,7 @@ class TestReadmeMetricsTable:
 
 
 ROOT = README.parent
-PATH_IN_CODE = re.compile(r"`((?:agent|bench|deploy|docs|examples|helm|scripts|tests)/[A-Za-z0-9_./-]*)`")
+PATH_IN_CODE = re.compile(r"`((?:agent|bench|deploy|docs|examples|harness|helm|scripts|tests)/[A-Za-z0-9_./-]*)`")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.checks.redis import RedisCheck
@@ -16,7 +15,8 @@ from agent.metrics import Metrics
 from agent.model import Reason, State
 from agent.scheduler import Agent
 from agent.settings import Platform, Settings
-from tests.support.redisproc import RedisProcess
+from harness.redis_server import RedisProcess
+from harness.wait import until_async
 
 
 def settings_for(url: str, **flags: str) -> Settings:
@@ -163,13 +163,13 @@ class TestRunner:
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 5)
             redis_proc.kill()
-            await _until(lambda: not agent.snapshot.ready, 5)
+            await until_async(lambda: not agent.snapshot.ready, 5)
             redis_proc.restart()
             await asyncio.wait_for(agent.store.ready.wait(), 5)
         finally:
             await agent.stop()
         assert len(asyncio.all_tasks()) == before
-        await _until(lambda: str(redis_proc.cli("CLIENT", "LIST")).count("cmd=") == 1, 3)
+        await until_async(lambda: str(redis_proc.cli("CLIENT", "LIST")).count("cmd=") == 1, 3)
 
     async def test_monitor_loss_triggers_an_immediate_recheck(self, redis_proc: RedisProcess) -> None:
         """The server dropping the held connection counts nothing and triggers a re-check on a fresh one at once."""
@@ -179,12 +179,12 @@ class TestRunner:
         await agent.start()
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 5)
-            await _until(lambda: agent.snapshot.checks["redis"].monitor_up, 5)
+            await until_async(lambda: agent.snapshot.checks["redis"].monitor_up, 5)
             runs = agent.snapshot.checks["redis"].checks_run
             redis_proc.cli("CLIENT", "KILL", "TYPE", "normal")
             started = time.monotonic()
             # Far sooner than the 5 s interval: the immediate re-check (1 run); the loss itself is no observation.
-            await _until(lambda: agent.snapshot.checks["redis"].checks_run >= runs + 1, 2)
+            await until_async(lambda: agent.snapshot.checks["redis"].checks_run >= runs + 1, 2)
             assert time.monotonic() - started < 2
             assert agent.connection_drops["redis"] == 1
             check = agent.snapshot.checks["redis"]
@@ -192,11 +192,3 @@ class TestRunner:
             assert check.last.ok  # nothing failed
         finally:
             await agent.stop()
-
-
-async def _until(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)

@@ -16,8 +16,8 @@ from agent.checks.redis_replies import classify
 from agent.config import load_settings
 from agent.model import Reason
 from agent.settings import Platform
+from harness.redis_server import NO_INFO_ARGS, RESP2_ONLY_ARGS, RedisProcess, parse_info
 from tests.support.fixtures import RedisFactory
-from tests.support.redisproc import NO_INFO_ARGS, RESP2_ONLY_ARGS, RedisProcess, parse_info
 
 TIMEOUT = 1.0
 

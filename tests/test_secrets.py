@@ -36,9 +36,10 @@ from agent.scheduler import Agent
 from agent.server import make_app
 from agent.settings import Platform, Settings
 from agent.verdict_log import VerdictLog
-from tests.support.hostile import Agent as AgentProcess
-from tests.support.hostile import cli, http_request, wait_until
-from tests.support.redisproc import RedisProcess
+from harness.agent_process import AgentProcess
+from harness.hostile_http import AGENT_ROOT, cli, http_request
+from harness.redis_server import RedisProcess
+from harness.wait import until
 
 SERVER_PASSWORD = "server-side-Only-7261"  # what the test Redis requires: every drawn password is refused
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.characters(
@@ -195,9 +196,9 @@ class TestSecretsEndToEnd:
             config = tmp_path / "agent.yaml"
             config.write_text("window: 0\nchecks:\n" + "\n".join(checks) + "\n")
             seen = []
-            with AgentProcess("--config", str(config), "--log-level", "debug") as agent:
-                wait_until(lambda: http_request(agent.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n"
-                                                b"Connection: close\r\n\r\n")[0] == 200, timeout=10)
+            with AgentProcess("--config", str(config), "--log-level", "debug", root=AGENT_ROOT) as agent:
+                until(lambda: http_request(agent.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")[0] == 200, 10, "/readyz 200", period=0.02)
                 for path in ("/status", "/metrics", "/readyz?verbose"):
                     seen.append(http_request(agent.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
                                              "Connection: close\r\n\r\n".encode())[1].decode(errors="replace"))

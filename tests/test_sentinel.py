@@ -1,6 +1,6 @@
 """Sentinel: the URL parsed by hand and redacted, and master discovery and failover against real sentinels.
 
-A real master, replica and three ``redis-server --sentinel`` processes (tests/support/topology.py) with
+A real master, replica and three ``redis-server --sentinel`` processes (harness/redis_topology.py) with
 ``down-after-milliseconds`` 1000, on loopback.
 """
 
@@ -32,9 +32,11 @@ from agent.sentinel import (
 from agent.settings import Platform, Settings
 from agent.snapshot import AgentSnapshot
 from agent.urls import RedisTarget, redact_url
-from tests.support.agentproc import AgentProcess, ReadyzSampler
-from tests.support.redisproc import free_port
-from tests.support.topology import DOWN_AFTER_MS, MASTER_NAME, SentinelSet, until
+from harness.agent_process import AgentProcess
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import free_port
+from harness.redis_topology import DOWN_AFTER_MS, MASTER_NAME, SentinelSet
+from harness.wait import until_async
 from tests.test_example_configs import load_example
 
 SECRET = "p@ss/w,o:rd#?"
@@ -244,12 +246,12 @@ class TestSentinelResolver:
         resolver.quiet = 0.3
         try:
             await resolver.master()
-            first = await until(lambda: resolver.subscribed, 5, "a held subscription")
+            first = await until_async(lambda: resolver.subscribed, 5, "a held subscription")
             holder = next(s for s in shared_sentinels.sentinels if s.address == first)
             holder.pause()
             try:
                 paused = time.monotonic()
-                await until(lambda: resolver.subscribed not in (None, first), 5, "another sentinel")
+                await until_async(lambda: resolver.subscribed not in (None, first), 5, "another sentinel")
                 moved = time.monotonic() - paused
             finally:
                 holder.resume()
@@ -307,18 +309,18 @@ class TestSentinelCheck:
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 10)
             assert recorder.seen[-1][3] == old.address
-            await until(lambda: resolver.subscribed, 5, "a held +switch-master subscription")
+            await until_async(lambda: resolver.subscribed, 5, "a held +switch-master subscription")
             killed = time.monotonic()
             old.kill()
-            await until(lambda: not agent.snapshot.ready, 5, "not ready after the kill")
+            await until_async(lambda: not agent.snapshot.ready, 5, "not ready after the kill")
             not_ready = time.monotonic() - killed
-            await until(lambda: resolver.switches, 20, "+switch-master")
+            await until_async(lambda: resolver.switches, 20, "+switch-master")
             switched = time.monotonic() - killed
-            await until(lambda: agent.snapshot.ready, 10, "ready on the new master")
+            await until_async(lambda: agent.snapshot.ready, 10, "ready on the new master")
             ready_again = time.monotonic() - killed
             old.start()  # back, and role:master until the sentinels reconfigure it
             back = time.monotonic()
-            await until(lambda: time.monotonic() - back > 1.5 and agent.snapshot.ready, 5, "ready meanwhile")
+            await until_async(lambda: time.monotonic() - back > 1.5 and agent.snapshot.ready, 5, "ready meanwhile")
             assert old.info("replication")["role"] == "master"  # the dangerous window was really tested
         finally:
             await agent.stop()
@@ -344,11 +346,11 @@ class TestSentinelCheck:
         })
         try:
             await asyncio.to_thread(agent.start)
-            sampler = ReadyzSampler(agent.base + "/readyz").start()
+            sampler = ReadyzSampler(agent.port, "/readyz", period=0.02).start()
             try:
-                await sampler.wait_for(200, after=0, timeout=10)
+                await sampler.expect(200, after=0, timeout=10)
             finally:
-                await sampler.stop()
+                sampler.stop()
             bodies = [(await asyncio.to_thread(agent.get, path))[1]
                       for path in ("/status", "/metrics", "/readyz?verbose")]
         finally:
@@ -375,11 +377,11 @@ class TestSentinelCheck:
         await agent.start()
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 10)
-            await until(lambda: resolver.subscribed, 5, "a held subscription")
+            await until_async(lambda: resolver.subscribed, 5, "a held subscription")
             assert shared_sentinels.sentinels[0].cli("SENTINEL", "FAILOVER", MASTER_NAME) == "OK"
-            await until(lambda: resolver.switches, 20, "+switch-master")
+            await until_async(lambda: resolver.switches, 20, "+switch-master")
             switched = time.monotonic()
-            await until(lambda: recorder.seen[-1][1] and recorder.seen[-1][3] == new.address, 2,
+            await until_async(lambda: recorder.seen[-1][1] and recorder.seen[-1][3] == new.address, 2,
                         "a passing check on the new master")
             followed = time.monotonic() - switched
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.tls import TlsFileError, TlsMaterial
-from tests.support.tls import Authority, TlsRedis, bundle
+from harness.tls import Authority, TlsRedis, bundle
 
 HOST = "127.0.0.1"
 

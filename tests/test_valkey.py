@@ -23,9 +23,9 @@ import pytest
 
 import tests.test_fault_matrix as matrix_suite
 import tests.test_redis_check as redis_suite
+from harness.redis_server import RedisProcess
+from harness.redis_topology import server_version, valkey_server
 from tests.support.fixtures import RedisFactory, server_factory
-from tests.support.redisproc import RedisProcess
-from tests.support.topology import server_version, valkey_server
 
 VALKEY = valkey_server()
 VALKEY_ROWS = ("LOADING restart", "BUSY script", "MISCONF", "requirepass mismatch")

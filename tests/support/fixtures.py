@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import pytest
 import pytest_asyncio
 
-from tests.support.proxy import FaultProxy
-from tests.support.redisproc import RedisProcess, free_port
+from harness.fault_proxy import FaultProxy
+from harness.redis_server import RedisProcess, free_port
 
 __all__ = ["ProxyFactory", "RedisFactory", "fault_proxy", "free_port", "redis_factory", "redis_proc"]
 

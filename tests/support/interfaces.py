@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.agentproc import ROOT, AgentProcess, agent_env
-from tests.support.redisproc import free_port
+from harness.agent_process import ROOT, AgentProcess, agent_env
+from harness.redis_server import free_port
 
 GOLDEN = ROOT / "tests" / "golden" / "interfaces.json"
 COMMANDS = ("run", "check", "wait")

@@ -42,12 +42,14 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import pytest
 from aiohttp import web
 
-from tests.support.redisproc import free_port
+from harness.redis_server import free_port
+
+if TYPE_CHECKING:  # only a type: the harness runs without pytest (bench, examples)
+    import pytest
 
 FLAVOR = {"Metadata-Flavor": "Google"}
 PROJECT = "stand-in-project"

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -50,7 +50,6 @@ PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/apply-patch+yaml": "apply",
 }
-T = TypeVar("T")
 MERGE_KEYS = {"conditions": "type", "containerStatuses": "name", "initContainerStatuses": "name"}
 REASON_RE = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 STATUS_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 415: "UnsupportedMediaType",
@@ -437,13 +436,3 @@ def make_tls(directory: Path) -> tuple[Path, ssl.SSLContext]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(chain)
     return ca_file, ctx
-
-
-async def until(probe: Callable[[], T | None], timeout: float, what: str = "condition", interval: float = 0.002) -> T:
-    """Poll ``probe`` on the event loop until truthy (returned); ``TimeoutError`` naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.2f}s waiting for {what}")
-        await asyncio.sleep(interval)
-    return result

@@ -14,7 +14,7 @@ background thread with its own loop, for sync code or when the client is another
 - ``reset``: open and new connections get a RST (``SO_LINGER`` 0, then close).
 - ``flap(period_ms)``: alternate ``pass``/``refuse`` every ``period_ms``, closing open connections on refuse.
 
-Run standalone (``python -m tests.support.proxy TARGET_PORT``) it prints its port and reads commands such as
+Run standalone (``python -m harness.fault_proxy TARGET_PORT``) it prints its port and reads commands such as
 ``refuse``, ``latency 0.1 0``, ``flap 100`` from stdin, so a benchmark in another process can drive it.
 """
 
@@ -29,7 +29,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from tests.support.redisproc import free_port
+from harness.redis_server import free_port
 
 Mode = Literal["pass", "refuse", "blackhole", "reset"]
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -337,7 +337,7 @@ class ProxyThread:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m tests.support.proxy TARGET_PORT [TARGET_HOST]``: a proxy driven by stdin commands."""
+    """``python -m harness.fault_proxy TARGET_PORT [TARGET_HOST]``: a proxy driven by stdin commands."""
     if not argv or not argv[0].isdigit():
         print(main.__doc__, file=sys.stderr)
         return 2

@@ -13,34 +13,20 @@ The same classes run Valkey: pass ``binary=valkey_server()`` (the ``valkey-embed
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
-from tests.support.redisproc import HOST, REDIS_SERVER, RedisProcess, RespError, free_port, parse_info, wait_until
+from harness.redis_server import HOST, REDIS_SERVER, RedisProcess, RespError, free_port, parse_info
+from harness.wait import until
 
 MASTER_NAME = "mymaster"
 DOWN_AFTER_MS = 1000
 CLUSTER_NODE_TIMEOUT_MS = 1000
-
-
-T = TypeVar("T")
-
-
-async def until(probe: Callable[[], T | None], timeout: float, what: str = "condition") -> T:
-    """Poll ``probe`` every 10 ms inside the event loop until it is truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.01)
-    return result
 
 
 def valkey_server() -> str:
@@ -142,7 +128,7 @@ class SentinelSet:
         """Start everything; return once every sentinel knows the replica and the other sentinels."""
         self.master.start()
         self.replica.start()
-        wait_until(lambda: self.replica.info("replication").get("master_link_status") == "up", timeout,
+        until(lambda: self.replica.info("replication").get("master_link_status") == "up", timeout,
                    what="replica in sync")
         for sentinel in self.sentinels:
             sentinel.start()
@@ -152,7 +138,7 @@ class SentinelSet:
             return all(s.master().get("num-slaves") == "1" and s.master().get("num-other-sentinels") == others
                        for s in self.sentinels)
 
-        wait_until(known, timeout, interval=0.05, what="sentinels know the replica and each other")
+        until(known, timeout, period=0.05, what="sentinels know the replica and each other")
         return self
 
     def current_master(self) -> RedisProcess:
@@ -176,7 +162,7 @@ class SentinelSet:
             node = self.node_at(next(iter(addresses)))  # type: ignore[arg-type]
             return node if node.info("replication").get("role") == "master" else None
 
-        return wait_until(switched, timeout, interval=0.05, what="a failover to the other node")
+        return until(switched, timeout, period=0.05, what="a failover to the other node")
 
     def close(self) -> None:
         """Kill every process and remove every temp dir."""
@@ -239,8 +225,8 @@ class ClusterSet:
     def wait_state(self, state: str, nodes: Iterable[RedisProcess], timeout: float = 20.0) -> float:
         """Wait until every node in ``nodes`` reports ``cluster_state:<state>``; return when (monotonic)."""
         chosen = list(nodes)
-        wait_until(lambda: all(self.cluster_info(n).get("cluster_state") == state for n in chosen), timeout,
-                   interval=0.02, what=f"cluster_state:{state}")
+        until(lambda: all(self.cluster_info(n).get("cluster_state") == state for n in chosen), timeout,
+              f"cluster_state:{state}", period=0.02)
         return time.monotonic()
 
     def close(self) -> None:

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 from urllib.parse import quote
+
+from harness.wait import until
 
 HOST = "127.0.0.1"
 REDIS_SERVER = "redis-server"
@@ -76,34 +77,6 @@ def free_port(host: str = HOST) -> int:
                 _handed_out.add(port)
                 return port
     raise RuntimeError(f"no free port found in {candidates}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Polling
-# ---------------------------------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    timeout: float,
-    *,
-    interval: float = 0.01,
-    what: str = "condition",
-) -> T:
-    """Call ``probe`` until it returns something truthy and return that; ``TimeoutError`` after ``timeout``.
-
-    The only way the harness waits: a deadline and a short poll, never a bare sleep standing in for a fact.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.2f}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -586,7 +559,7 @@ class RedisProcess:
                 return None
             return (reply,) if predicate(reply) else None
 
-        return wait_until(probe, timeout, what=what or "PING reply")[0]
+        return until(probe, timeout, what=what or "PING reply")[0]
 
     def background(self, *args: str | int | float) -> BackgroundCommand:
         """Send a command on a new connection without waiting for its reply; closed by ``close()``."""
@@ -634,9 +607,9 @@ class RedisProcess:
         master.start()
         self.cli("CONFIG", "SET", "replica-serve-stale-data", "yes" if serve_stale_data else "no")
         self._expect_ok(self.cli("REPLICAOF", HOST, master.port), "REPLICAOF")
-        wait_until(lambda: self.info("replication").get("master_link_status") == "up", timeout, what="replica link up")
+        until(lambda: self.info("replication").get("master_link_status") == "up", timeout, what="replica link up")
         master.kill()
-        wait_until(
+        until(
             lambda: self.info("replication").get("master_link_status") == "down", timeout, what="replica link down"
         )
 
@@ -677,7 +650,7 @@ class RedisProcess:
                 return True
             return False
 
-        wait_until(blocked, min(seconds, 2.0), what="server blocked by DEBUG SLEEP")
+        until(blocked, min(seconds, 2.0), what="server blocked by DEBUG SLEEP")
         return sleeper
 
     def break_persistence(self, timeout: float = 5.0) -> None:

@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.redisproc import RedisProcess, free_port
+from harness.redis_server import RedisProcess, free_port
 
 HOUR = datetime.timedelta(hours=1)
 
