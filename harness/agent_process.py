@@ -87,9 +87,10 @@ class AgentProcess:
         cmd = [sys.executable, *self.python_flags, "-m", "agent", "run", "--listen", self.listen,
                "--platform", "local", *self.args]
         # As for redis-server: if this process dies, the kernel kills the agent too (main thread only, since
-        # the death signal follows the spawning thread).
+        # the death signal follows the spawning thread). Not for the bench's own-session agents: the exit hook
+        # kills those, and the start-up figure must not include an extra exec the floor it is compared with lacks.
         setpriv = shutil.which("setpriv")
-        if setpriv and threading.current_thread() is threading.main_thread():
+        if setpriv and not self.own_session and threading.current_thread() is threading.main_thread():
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         self.spawned_at = time.monotonic()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
