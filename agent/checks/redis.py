@@ -56,7 +56,10 @@ WAIT = ("WAIT", "0", "0")  # a count at once on a master (zero replicas to wait 
 
 
 class _NothingListens(Exception):
-    """A fresh connection was refused or reset while connecting: conclusive evidence that Redis is gone."""
+    """A fresh connection was refused, or ended before its first reply: conclusive evidence that Redis is gone.
+
+    The second case is a server dying: the kernel still completes handshakes on its listening socket while
+    the process exits, then resets them (a proxy whose upstream is gone does the same)."""
 
 
 # How a connection that worked before fails when the server (or something in between) dropped it.
@@ -180,7 +183,12 @@ class RedisCheck:
             handshake = self.endpoint.handshake()
             self._ask_info = True
         probe = self._commands()
-        replies = await conn.pipeline(*handshake, *probe)
+        try:
+            replies = await conn.pipeline(*handshake, *probe)
+        except _DROPPED as exc:
+            if handshake and not conn.answered:  # a fresh connection, ended before a word
+                raise _NothingListens() from exc
+            raise
         for command, reply in zip(handshake, replies, strict=False):
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply

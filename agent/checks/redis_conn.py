@@ -65,6 +65,7 @@ class RespConnection:
         self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._read_loop(), name="redis-reader")
         self.used = False  # a check has completed on it (issue 17: a reused connection that fails is retried)
+        self.answered = False  # a reply has arrived (a fresh connection ended before one: nothing usable listens)
 
     @property
     def is_open(self) -> bool:
@@ -88,6 +89,7 @@ class RespConnection:
             if isinstance(reply, rx.ResponseError):
                 raise reply
             raise rx.InvalidResponse("an unrequested reply")
+        self.answered = True
         waiter = self._waiting.popleft()
         if not waiter.done():
             waiter.set_result(reply)
