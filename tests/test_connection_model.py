@@ -66,18 +66,33 @@ class TestOneConnection:
         # The two extra are ours (the INFO above and the CLIENT LIST).
         assert int(redis_proc.info("stats")["total_connections_received"]) == opened + 2
 
-    async def test_steady_checks_are_ping_and_role_without_info(self, running: Agent,
-                                                                redis_proc: RedisProcess) -> None:
-        """In steady state each check sends PING and ROLE once, and no INFO."""
+    async def test_steady_checks_on_a_master_are_ping_and_wait_without_info(self, running: Agent,
+                                                                           redis_proc: RedisProcess) -> None:
+        """In steady state on a master each check sends PING and WAIT 0 0 once: no ROLE, no INFO."""
         before = calls(redis_proc)
         runs = running.snapshot.checks["redis"].checks_run
         await until_async(lambda: running.snapshot.checks["redis"].checks_run >= runs + 10, 5, period=0.005)
         after = calls(redis_proc)
         done = running.snapshot.checks["redis"].checks_run - runs
-        pings, roles = after["ping"] - before["ping"], after["role"] - before["role"]
+        pings, waits = after["ping"] - before["ping"], after.get("wait", 0) - before.get("wait", 0)
         assert after["info"] - before["info"] == 1  # our own INFO commandstats
         assert done - 1 <= pings <= done + 1
-        assert roles == pings
+        assert waits == pings
+        assert after.get("role", 0) == before.get("role", 0)
+
+    async def test_demoted_master_is_asked_role_in_the_same_check(self, redis_proc: RedisProcess) -> None:
+        """WAIT refused on a replica: the same check asks ROLE and fails with the replica's reason."""
+        settings = load_settings({"redis_url": redis_proc.url}, {}, lambda _e: (Platform.LOCAL, "test"))
+        check = RedisCheck(settings.checks[0], 2.0)
+        try:
+            for _ in range(2):  # ROLE + INFO on the new connection, then WAIT
+                assert (await check.run()).ok
+            redis_proc.cli("REPLICAOF", "127.0.0.1", free_port())
+            result = await check.run()
+            assert not result.ok and result.reason is Reason.MASTER_LINK_DOWN
+        finally:
+            redis_proc.cli("REPLICAOF", "NO", "ONE")
+            await check.close()
 
     async def test_demotion_by_hand_is_seen_within_the_bound(self, running: Agent,
                                                             redis_proc: RedisProcess) -> None:

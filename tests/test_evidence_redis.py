@@ -10,6 +10,7 @@ from agent.config import load_settings
 from agent.model import State
 from agent.scheduler import Agent
 from agent.settings import Platform
+from harness.fault_proxy import FaultProxy
 from harness.redis_server import RedisProcess
 from harness.wait import until_async
 
@@ -89,3 +90,25 @@ class TestServerDrops:
             assert result.ok, result
         finally:
             await check.close()
+
+
+class TestKillBehindAProxy:
+    async def test_a_fresh_connection_ended_before_a_reply_is_conclusive(self, redis_proc: RedisProcess) -> None:
+        """Through a TCP proxy (it accepts, then closes once its upstream is gone) a kill is still one
+        observation: the fresh attempt ends before its first reply, so nothing usable listens."""
+        proxy = await FaultProxy(("127.0.0.1", redis_proc.port)).start()
+        agent = agent_for(proxy.url())
+        await agent.start()
+        try:
+            await ready(agent)
+            await asyncio.sleep(0.3)  # a check or two on the held connection
+            accepted = proxy.accepted
+            redis_proc.kill()
+            await until_async(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1, period=0.002)
+            check = agent.snapshot.checks["redis"]
+            assert proxy.accepted > accepted  # the fresh attempt was accepted, not refused
+            assert check.state is State.DEGRADED and check.consecutive_failures == 1
+            assert check.last is not None and check.last.conclusive and str(check.last.reason) == "refused"
+        finally:
+            await agent.stop()
+            await proxy.stop()

@@ -83,6 +83,18 @@ class TestAclUsers:
         (warning,) = warnings_of(caplog)
         assert "PING alone" in warning and "probe-pass" not in warning
 
+    async def test_user_without_wait_keeps_to_role_silently(
+            self, redis_proc: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
+        """A user without WAIT (``-@connection``, or renamed) is judged by ROLE every check, without a warning."""
+        redis_proc.add_user("probe", "probe-pass", "+@all", "-wait")
+        before = parse_info(str(redis_proc.cli("INFO", "commandstats")))
+        assert [r[:2] for r in await results(check_for(user_url(redis_proc)), 5)] == [(True, None)] * 5
+        after = parse_info(str(redis_proc.cli("INFO", "commandstats")))
+        assert warnings_of(caplog) == []
+        roles = int(after["cmdstat_role"].split(",")[0].split("=")[1]) - (
+            int(before["cmdstat_role"].split(",")[0].split("=")[1]) if "cmdstat_role" in before else 0)
+        assert roles == 5  # the first check, the one whose WAIT was refused, and every one after
+
     async def test_replica_state_is_still_seen_without_info(self, redis_proc: RedisProcess) -> None:
         """A user without +info on a replica whose master is gone: ``master_link_down`` (from ROLE)."""
         redis_proc.add_user("probe", "probe-pass", "+@all", "-info")
