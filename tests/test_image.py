@@ -115,13 +115,14 @@ class TestDockerfileShape:
         assert runtime.args("USER") == [str(IMAGE_UID)]
 
     def test_dockerignore_admits_exactly_the_build_inputs(self, stages: list[Stage]) -> None:
-        """Every COPY source reaches the build context; the venv, git, tests and bytecode do not."""
+        """Every COPY source reaches the build context; the venv, git, tests, harness and bytecode do not."""
         patterns = ignore_patterns()
         sources = [src for args in stages[0].args("COPY") for src in args.split()[:-1]]
         assert sources == ["pyproject.toml", "README.md", "agent"]
         for source in [*sources, "agent/cli.py", "agent/checks/__init__.py"]:
             assert dockerignore_admits(source, patterns), source
-        for outside in [".venv/bin/python", ".git/config", "tests/test_image.py", "deploy/cloudrun/service.yaml",
+        for outside in [".venv/bin/python", ".git/config", "tests/test_image.py", "harness/wait.py",
+                        "deploy/cloudrun/service.yaml",
                         "agent/__pycache__/cli.cpython-311.pyc", "agent/checks/__pycache__/x.pyc", "Dockerfile"]:
             assert not dockerignore_admits(outside, patterns), outside
 
