@@ -4,11 +4,13 @@ Why: on GKE every pod of a WebSocket backend carries an agent, and they all chec
 matters there is the Redis side: connections held and Redis CPU per pod, and what happens when that Redis
 restarts and every agent notices at once. So this counts what Redis itself reports, never wall time.
 
-**The method** (one, for every figure): four groups of ``n`` clients run *at the same time*, each against its
+**The method** (one, for every figure): five groups of ``n`` clients run *at the same time*, each against its
 own redis-server, beside one idle redis-server:
 
 * **ping/s** (baseline): ``n`` processes, each a kept connection sending one ``PING`` per second
   (``redis-cli -r -1 -i 1 ping``, phases spread);
+* **ping/s asyncio** (baseline): the same from ``n`` minimal asyncio Python processes (bench/ping_client.py):
+  what one PING per second costs Redis from the agent's own runtime;
 * **exec probe** (baseline): ``redis-cli ping`` every 10 s per pod, the kubelet exec probe at Kubernetes
   defaults (a new connection per probe; spawned from here, without CRI exec overhead);
 * **defaults**: ``n`` agents as shipped;
@@ -40,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.common import (
+    PYTHON,
     REAPER,
     Mode,
     Row,
@@ -184,18 +187,19 @@ def _all_ready(agents: list[AgentProc], timeout: float) -> float:
 
 
 @contextlib.contextmanager
-def _ping_clients(server: RedisProcess, n: int) -> Iterator[None]:
-    """``n`` processes, each one kept connection sending one PING per second (``redis-cli -r -1 -i 1 ping``).
+def _ping_clients(server: RedisProcess, n: int, python: bool = False) -> Iterator[None]:
+    """``n`` processes, each one kept connection sending one PING per second (``redis-cli -r -1 -i 1 ping``, or
+    with ``python`` bench/ping_client.py).
 
     Separate processes, as pods are: one client loop serving all ``n`` connections would bunch PINGs into
     shared wake-ups of Redis whenever that loop runs late, which makes the baseline look cheaper than it is.
     """
-    cli = _redis_cli()
+    argv = ([PYTHON, "-m", "bench.ping_client", str(server.port)] if python else
+            [_redis_cli(), "-h", server.host, "-p", str(server.port), "-r", "-1", "-i", "1", "ping"])
     procs = []
     try:
         for _ in range(n):
-            procs.append(REAPER.spawn([cli, "-h", server.host, "-p", str(server.port), "-r", "-1", "-i", "1",
-                                       "ping"]))
+            procs.append(REAPER.spawn(argv))
             _pin(procs[-1].pid, CLIENT_CPUS)
             time.sleep(1.0 / n)  # spread the phases over the second
         yield
@@ -269,8 +273,8 @@ def _windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: R
 
 
 def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, Group]:
-    """The four groups side by side; then the defaults fleet's restart bursts."""
-    names = ("ping/s", "exec probe", "defaults", "low-cost")
+    """The five groups side by side; then the defaults fleet's restart bursts."""
+    names = ("ping/s", "ping/s asyncio", "exec probe", "defaults", "low-cost")
     groups = {name: Group(name, n) for name in names}
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in names}
@@ -278,6 +282,7 @@ def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, G
         for server in [*servers.values(), idle]:
             _pin(server.pid, SERVER_CPUS)
         stack.enter_context(_ping_clients(servers["ping/s"], n))
+        stack.enter_context(_ping_clients(servers["ping/s asyncio"], n, python=True))
         stack.enter_context(_exec_probes(servers["exec probe"], n))
         fleets = {name: _fleet(stack, servers[name], n, args)
                   for name, args in (("defaults", ()), ("low-cost", LOW_COST))}
@@ -388,8 +393,8 @@ def _ratio(group: Group, base: Group) -> str:
 
 
 def _rows(section: Section, groups: dict[str, Group]) -> None:
-    ping, exec_, shipped, cheap, flat = (groups[k] for k in ("ping/s", "exec probe", "defaults", "low-cost",
-                                                              "defaults, no jitter"))
+    ping, py_ping, exec_, shipped, cheap, flat = (groups[k] for k in (
+        "ping/s", "ping/s asyncio", "exec probe", "defaults", "low-cost", "defaults, no jitter"))
     n = shipped.n
     for group, target, ok in (
         (shipped, "<= 1.3 x ping/s, 1 conn", median(shipped.ratio(ping)) <= 1.3 and shipped.connections <= 1.05),
@@ -398,12 +403,13 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
         section.rows.append(Row(
             "4", f"fleet of {n}, {group.name}: Redis CPU / connections per agent",
             f"{group.cpu_per_client * 1e6:.1f} us/s / {group.connections:.2f}",
-            f"{_ratio(group, ping)} x ping/s, {_ratio(group, exec_)} x exec probe", target, ok))
+            f"{_ratio(group, ping)} x ping/s, {_ratio(group, py_ping)} x ping/s asyncio, "
+            f"{_ratio(group, exec_)} x exec probe", target, ok))
         if group.kill_to_503:
             kill = median(group.kill_to_503)
             section.rows.append(Row("4", f"{group.name}: kill -> /readyz 503, median of {len(group.kill_to_503)}",
                                     ms(kill), f"max {ms(max(group.kill_to_503))}", "<= 250 ms", kill <= 0.25))
-    for base in (ping, exec_):
+    for base in (ping, py_ping, exec_):
         section.rows.append(Row("4", f"fleet of {n}, baseline {base.name}: Redis CPU / connections per client",
                                 f"{base.cpu_per_client * 1e6:.1f} us/s / {base.connections:.2f}"))
     section.rows.append(Row("4", f"fleet of {n}: agent CPU / RSS, median",
@@ -418,13 +424,13 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
                 f"no jitter: {p20_f:.0f} of {want}"),
         ]
     section.notes.append(
-        f"Method: the four groups of {n} clients side by side, each against its own redis-server, beside an idle "
+        f"Method: the five groups of {n} clients side by side, each against its own redis-server, beside an idle "
         f"one; {len(shipped.windows)} windows of {shipped.seconds / max(1, len(shipped.windows)):.0f} s; servers "
         f"pinned to CPU {SERVER_CPUS}, clients to CPU {CLIENT_CPUS} (taskset). Redis CPU "
         "per client = (Δ INFO used_cpu_user+sys of the group's server − Δ of the idle server) / window / clients, "
         "median over windows; ratios are taken within each window (median, and range over windows); connections "
         "per client = (connected_clients − 1) / clients.")
-    for group in (ping, exec_, shipped, cheap):
+    for group in (ping, py_ping, exec_, shipped, cheap):
         commands = ", ".join(f"{k} {v / group.seconds / group.n:.2f}/s" for k, v in sorted(group.commands.items()))
         per_window = ", ".join(f"{group.cpu(w) * 1e6:.1f}" for w in group.windows)
         section.notes.append(
@@ -434,7 +440,7 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
     for size in FLEETS:
         section.notes.append(f"Extrapolation to {size:,} pods: " + "; ".join(
             f"{g.name} {g.connections * size:,.0f} connections and {g.cpu_per_client * size * 100:.1f} % of a core"
-            for g in (ping, exec_, shipped, cheap)) + ".")
+            for g in (ping, py_ping, exec_, shipped, cheap)) + ".")
     if shipped.bursts:
         section.notes.append(f"Restart bursts (Redis killed, {OUTAGE:g} s outage, restarted on the same port; "
                              f"INFO every {SAMPLE * 1000:.0f} ms): with jitter "
