@@ -2,7 +2,7 @@
 
 No real redis-server can be made to send these (that is the point: a proxy, a wrong port or a broken server
 can), so this fake implements just enough of RESP2 for the commands the agent sends — ``AUTH``, ``SELECT``,
-``CLIENT SETNAME``, ``PING``, ``ROLE``, ``INFO``, ``EXISTS`` — answered as Redis 7 answers them, and one
+``CLIENT SETNAME``, ``PING``, ``ROLE``, ``WAIT``, ``INFO``, ``EXISTS`` — answered as Redis 7 answers them, and one
 chosen command (``bad_command``) is answered the bad way ``mode`` says:
 
 * ``huge``: a bulk string of ``size`` bytes, really sent (in 1 MiB writes, while the client reads);
@@ -11,7 +11,8 @@ chosen command (``bad_command``) is answered the bad way ``mode`` says:
 * ``deep``: arrays nested 1,000 deep;
 * ``wide``: an array of 10 million integers, really sent;
 * ``fat``: a valid reply of ``size`` bytes (``ROLE``: ``master``, 0, and one bulk of ``size`` bytes);
-* ``unasked``: the right reply, then an extra one nobody asked for.
+* ``unasked``: the right reply, then an extra one nobody asked for;
+* ``error``: an error reply no Redis master gives (``-ERR this proxy does not support …``), as proxies do.
 
 It counts connections and the bytes it managed to send, so tests can show the client stopped reading.
 """
@@ -41,6 +42,8 @@ class HostileRedis:
     connections: int = 0
     bytes_sent: int = 0
     open_connections: int = 0
+    calls: dict[str, int] = field(default_factory=dict)  # commands received, by name
+    refuse: tuple[str, ...] = ()  # commands answered "-ERR unknown command", as after rename-command
     _server: asyncio.Server | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -80,7 +83,10 @@ class HostileRedis:
                 if command is None:
                     return
                 name = command[0].upper()
-                if name == self.bad_command:
+                self.calls[name] = self.calls.get(name, 0) + 1
+                if name in self.refuse:
+                    await self._send(writer, b"-ERR unknown command '" + name.encode() + b"'\r\n")
+                elif name == self.bad_command:
                     await self._misbehave(writer, name)
                 else:
                     await self._send(writer, _answer(command))
@@ -117,6 +123,8 @@ class HostileRedis:
                 await self._send(writer, b":1\r\n" * 100_000)
         elif self.mode == "fat":
             await self._send(writer, b"*3\r\n" + bulk(b"master") + b":0\r\n" + bulk(b"z" * self.size))
+        elif self.mode == "error":
+            await self._send(writer, b"-ERR this proxy does not support " + name.encode() + b"\r\n")
         elif self.mode == "unasked":
             await self._send(writer, _answer([name]) + b"+SURPRISE\r\n")
         else:
@@ -131,7 +139,7 @@ def _answer(command: list[str]) -> bytes:
         return b"*3\r\n" + bulk(b"master") + b":0\r\n*0\r\n"
     if name == "INFO":
         return bulk(INFO_TEXT)
-    if name == "EXISTS":
+    if name in ("EXISTS", "WAIT"):
         return b":0\r\n"
     if name in ("AUTH", "SELECT", "CLIENT"):
         return b"+OK\r\n"

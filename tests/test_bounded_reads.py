@@ -103,8 +103,9 @@ class TestHostileServer:
         assert reason is None, detail
 
     async def test_the_per_second_budget_stops_a_flood_of_valid_replies(self) -> None:
-        """Valid 6 MiB replies, one per check: the third within one second passes the 16 MiB/s budget."""
-        async with HostileRedis("ROLE", "fat", size=6 * MIB) as server:
+        """Valid 6 MiB replies, one per check: the third within one second passes the 16 MiB/s budget (WAIT
+        renamed away, so ROLE goes with every check)."""
+        async with HostileRedis("ROLE", "fat", size=6 * MIB, refuse=("WAIT",)) as server:
             check = check_for(server.url, timeout=5.0)
             try:
                 results = [await check.run() for _ in range(3)]

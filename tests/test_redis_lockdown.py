@@ -16,6 +16,7 @@ from agent.checks.redis_replies import classify
 from agent.config import load_settings
 from agent.model import Reason
 from agent.settings import Platform
+from harness.hostile_redis import HostileRedis
 from harness.redis_server import NO_INFO_ARGS, RESP2_ONLY_ARGS, RedisProcess, parse_info
 from tests.support.fixtures import RedisFactory
 
@@ -94,6 +95,13 @@ class TestAclUsers:
         roles = int(after["cmdstat_role"].split(",")[0].split("=")[1]) - (
             int(before["cmdstat_role"].split(",")[0].split("=")[1]) if "cmdstat_role" in before else 0)
         assert roles == 5  # the first check, the one whose WAIT was refused, and every one after
+
+    async def test_a_server_whose_wait_errors_on_a_master_keeps_to_role(self) -> None:
+        """A proxy answering WAIT with an error although ROLE says master: ROLE decides (all checks pass), and
+        WAIT is not sent again, so the check does not pay two round trips every time (a fake: no Redis does it)."""
+        async with HostileRedis("WAIT", "error") as server:
+            assert [r[:2] for r in await results(check_for(server.url), 5)] == [(True, None)] * 5
+            assert server.calls["WAIT"] == 1 and server.calls["ROLE"] == 5 and server.calls["PING"] == 6
 
     async def test_replica_state_is_still_seen_without_info(self, redis_proc: RedisProcess) -> None:
         """A user without +info on a replica whose master is gone: ``master_link_down`` (from ROLE)."""

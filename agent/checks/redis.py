@@ -193,10 +193,13 @@ class RedisCheck:
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply
         replies = replies[len(handshake):]
-        if self._role_unsettled(probe, replies):  # a demoted master, or WAIT refused: ROLE tells, now
+        unsettled = self._role_unsettled(probe, replies)
+        if unsettled:  # a demoted master, or WAIT refused: ROLE tells, now
             probe = self._commands()
             replies = await conn.pipeline(*probe)
         failure = self._judge(probe, replies)
+        if unsettled and self._master:
+            self._wait = False  # WAIT failed where ROLE says master (a proxy, a variant): ROLE from now on
         if failure is None and self._cluster_learned and CLUSTER_INFO not in probe:
             # INFO just said cluster_enabled:1: one more round trip, so not even this check passes unjudged.
             failure = self.topology.judge((await conn.pipeline(CLUSTER_INFO))[0])
