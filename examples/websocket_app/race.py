@@ -28,33 +28,38 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import time
-from bisect import bisect_right
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from agent.settings import DEFAULT_TIMING
 from agent.verdict import Timing
 from examples.websocket_app import gate
 from examples.websocket_app.app import start_backend
-from examples.websocket_app.platform_sim import ClientLoad, Outcome, ProbeSpec, Router
+from examples.websocket_app.platform_sim import ClientLoad, Router
+from examples.websocket_app.race_model import (
+    CAUSES,
+    DETECTION,
+    FAST_PROBE,
+    MODES,
+    PHASES,
+    RECOVERY,
+    STARTUP,
+    STEADY,
+    Marks,
+    RunResult,
+    Scenario,
+    cause,
+)
 from harness.agent_process import AgentProcess
 from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, RespError
 from harness.wait import until_async
 
+__all__ = ["CAUSES", "DETECTION", "FAST_PROBE", "MODES", "PHASES", "RECOVERY", "STARTUP", "STEADY", "Marks",
+           "RunResult", "Scenario", "cause", "format_table", "run_modes", "run_once", "run_race"]
+
 # RedisProcess.start_loading's recipe (docs/design.md): load slowly, but answer -LOADING promptly. Reused here so
 # that the start of each run and the restart after the kill both load the dump it saved, slowly.
 SLOW_LOAD = list(SLOW_LOAD_ARGS)
-
-STARTUP, STEADY, DETECTION, RECOVERY = "start-up/LOADING", "steady", "kill: inside detection time", "kill: recovery"
-PHASES = (STARTUP, STEADY, DETECTION, RECOVERY)
-# kubelet's minimum period is 1 s; a faster prober keeps the demo short without changing what it shows.
-FAST_PROBE = ProbeSpec(period=0.2, timeout=0.5, failure_threshold=2, success_threshold=1)
-CAUSES = ("-LOADING", "refused", "other")
-MODES = {"naive": "(a) naive /healthz", "none": "(a) no readiness probe", "agent": "(b) agent /readyz",
-         "gate": "(c) agent + readiness gate"}
 
 
 def timing_args(timing: Timing) -> list[str]:
@@ -62,146 +67,6 @@ def timing_args(timing: Timing) -> list[str]:
     return ["--window", str(timing.window), "--interval", str(timing.interval), "--retry-interval",
             str(timing.retry_interval), "--timeout", str(timing.timeout), "--failure-threshold",
             str(timing.failure_threshold), "--jitter", str(timing.jitter)]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """Durations in seconds. Pauses here pace the scenario; every fact is waited for with a deadline."""
-
-    loading: float = 2.5  # -LOADING at start-up, and again after the restart
-    steady: float = 1.5  # traffic with a ready backend (and the held clients served) before the kill
-    down: float = 0.5  # SIGKILL → restart, as a supervisor would take
-    recovery: float = 1.0  # traffic after the backend is routed to again and the held clients are served
-    spacing: float = 0.04  # a new client every 40 ms
-    messages: int = 3
-    kills: int = 1  # steady → SIGKILL → restart → loaded cycles
-    propagation: float = 0.0  # readiness change → router acts (EndpointSlice, kube-proxy, NEG: 0 = not modelled)
-    probe: ProbeSpec = FAST_PROBE
-    agent: Timing = DEFAULT_TIMING  # the detection bound comes from the agent's own code
-    slack: float = 1.0  # docs/design.md: tests allow the detection bound + 1 s
-
-    @property
-    def detection_time(self) -> float:
-        return self.agent.detection_bound + self.slack
-
-
-@dataclass
-class Marks:
-    """When things happened to Redis (``time.monotonic()``)."""
-
-    loading: float = 0.0  # started; PING answers -LOADING
-    usable: float = 0.0  # first PONG
-    kills: list[float] = field(default_factory=list)  # just before each SIGKILL
-    restarts: list[float] = field(default_factory=list)  # answering again (-LOADING)
-    recoveries: list[float] = field(default_factory=list)  # first PONG after each restart
-    end: float = 0.0
-
-    @property
-    def kill(self) -> float:
-        """The first kill (the only one in the default scenario)."""
-        return self.kills[0] if self.kills else math.inf
-
-    def relative(self) -> dict[str, object]:
-        """Every mark in seconds since Redis started loading."""
-        def rel(v: float) -> float:
-            return round(v - self.loading, 4)
-        return {"usable": rel(self.usable), "kills": [rel(k) for k in self.kills],
-                "restarts": [rel(r) for r in self.restarts], "recoveries": [rel(r) for r in self.recoveries],
-                "end": rel(self.end)}
-
-
-@dataclass
-class RunResult:
-    """One run: its mode, the Redis timeline, every client's outcome, the prober's and the router's changes of
-    mind, and (mode c) the gate condition as the API server held it."""
-
-    mode: str
-    scenario: Scenario
-    marks: Marks
-    outcomes: list[Outcome]
-    prober: list[tuple[float, bool]]
-    routable: list[tuple[float, bool]] = field(default_factory=list)
-    gate: list[tuple[float, bool]] = field(default_factory=list)
-
-    def phase(self, at: float) -> str:
-        if at < self.marks.usable:
-            return STARTUP
-        kill = max((k for k in self.marks.kills if k <= at), default=None)
-        if kill is None:
-            return STEADY
-        return DETECTION if at <= kill + self.scenario.detection_time else RECOVERY
-
-    def per_kill(self) -> list[int]:
-        """1011s inside the detection time after each kill."""
-        dt = self.scenario.detection_time
-        return [sum(k <= o.ended <= k + dt for o in self.closed_1011) for k in self.marks.kills]
-
-    def out_of_rotation(self) -> list[float | None]:
-        """Seconds from each kill until the router stopped sending new clients (None: it never did)."""
-        return [next((at - k for at, ok in self.routable if at >= k and not ok), None) for k in self.marks.kills]
-
-    def routed_while_gate_false(self) -> list[Outcome]:
-        """Clients routed while the gate condition, as the API server held it ``propagation`` s earlier, was not
-        True (before its first write it is absent: not True). Empty for the modes without a gate."""
-        if self.mode != "gate":
-            return []
-        times = [at for at, _ in self.gate]
-        bad = []
-        for o in self.outcomes:
-            if o.routed is not None:
-                i = bisect_right(times, o.routed - self.scenario.propagation) - 1
-                if i < 0 or not self.gate[i][1]:
-                    bad.append(o)
-        return bad
-
-    @property
-    def closed_1011(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.result == "1011"]
-
-    def by_phase(self) -> dict[str, int]:
-        counts = Counter(self.phase(o.ended) for o in self.closed_1011)
-        return {p: counts[p] for p in PHASES}
-
-    def by_cause(self) -> dict[str, int]:
-        """What Redis did to the 1011s: said -LOADING (the race), refused the connection, or something else."""
-        counts = Counter(cause(o.detail) for o in self.closed_1011)
-        return {c: counts[c] for c in CAUSES}
-
-    def count(self, result: str) -> int:
-        return sum(o.result == result for o in self.outcomes)
-
-    @property
-    def pinned(self) -> Outcome | None:
-        return next((o for o in self.outcomes if o.pinned), None)
-
-    def summary(self) -> dict[str, object]:
-        gated = [o.gated for o in self.outcomes]
-        t0 = self.marks.loading
-        return {
-            "mode": self.mode, "clients": len(self.outcomes), "served": self.count("served"),
-            "connections_per_s": round(1 / self.scenario.spacing, 1), "propagation": self.scenario.propagation,
-            "closed_1011": len(self.closed_1011), "by_phase": self.by_phase(),
-            "per_kill_1011": self.per_kill(),
-            "out_of_rotation_ms": [None if s is None else round(s * 1000, 1) for s in self.out_of_rotation()],
-            "routed_while_gate_false": len(self.routed_while_gate_false()),
-            "by_cause": self.by_cause(), "errors": self.count("error"),
-            "gave_up": self.count("gave_up"), "pinned": self.pinned.result if self.pinned else None,
-            "gating_total": sum(gated), "gating_max": max(gated, default=0.0),
-            "detection_time": self.scenario.detection_time,
-            "marks": self.marks.relative(),
-            "prober_ready": [(round(at - t0, 4), ready) for at, ready in self.prober],
-            "routable": [(round(at - t0, 4), ready) for at, ready in self.routable],
-            "gate_condition": [(round(at - t0, 4), ready) for at, ready in self.gate],
-        }
-
-
-def cause(detail: str) -> str:
-    """Why a 1011 happened, from its close reason: -LOADING (the race), refused, or other."""
-    if "LOADING" in detail or "BusyLoadingError" in detail:
-        return "-LOADING"
-    if "Error 111" in detail or "refused" in detail.lower():
-        return "refused"
-    return "other"
 
 
 def _prepare_dump(redis: RedisProcess, loading: float) -> None:
