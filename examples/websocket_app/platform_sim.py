@@ -18,7 +18,7 @@ the agent prevents it) needs the platform's real behaviour, not a mock that says
   :class:`Outcome`: served, closed with 1011, another error, or gave up waiting for a ready backend.
 
 Which URL the prober watches is the whole experiment: the backend's naive ``/healthz`` (or nothing), as before
-this project, or the agent's ``/readyz``.
+this project, or the agent's ``/readyz``; and whether the agent also pushes its verdict into a readiness gate.
 """
 
 from __future__ import annotations
