@@ -12,7 +12,7 @@ help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
 	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
 	@echo "make bench      benchmarks (not part of CI), results table on stdout; make bench QUICK=1: < 2 min"
-	@echo "make demo-race  the WebSocket 1011 race, without and with the agent, side by side"
+	@echo "make demo-race  the WebSocket 1011 race: without the agent, with it, with it and a readiness gate"
 	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
 
 # Two venv stamps: `run` needs only the agent; tests, lint and the bench need the test extra too.
