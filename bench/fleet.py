@@ -181,8 +181,7 @@ def _all_ready(agents: list[AgentProc], timeout: float) -> float:
         pending[:] = [a for a in pending if http_status(a.port, "/readyz", timeout=0.5) != 200]
         return not pending
 
-    if not until(check, timeout, period=0.05):
-        raise RuntimeError(f"{len(pending)} of {len(agents)} agents not ready after {timeout}s")
+    until(check, timeout, lambda: f"all {len(agents)} agents ready ({len(pending)} still not)", period=0.05)
     return time.monotonic() - started
 
 
