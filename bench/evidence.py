@@ -2,7 +2,7 @@
 connections. ``python -m bench.evidence [--kills N] [--rounds N]``; prints one JSON object.
 
 Method: one redis-server and one agent (defaults, ``/readyz`` polled every 5 ms over keep-alive by
-``ReadyWatcher``). *Kills*: SIGKILL the server, time until the first 503, restart it, wait for 200; N times.
+``ReadyzSampler``). *Kills*: SIGKILL the server, time until the first 503, restart it, wait for 200; N times.
 *Drops*: ``CLIENT KILL TYPE normal`` and ``TYPE pubsub``, five times one second apart, per round; a round
 counts as a 503 round if ``/readyz`` answered 503 at any moment during it. Run on two checkouts to compare.
 """
@@ -14,9 +14,8 @@ import contextlib
 import json
 import time
 
-from bench.common import bench_agent as AgentProc
-from bench.common import log, median, quantile, redis_url
-from harness.readyz_sampler import ReadyzSampler as ReadyWatcher
+from bench.common import bench_agent, log, median, quantile, redis_url
+from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import RedisProcess
 
 
@@ -25,8 +24,8 @@ def kills(n: int) -> list[float]:
     out: list[float] = []
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
-        agent = stack.enter_context(AgentProc(["--redis-url", redis_url(server.port)]).start())
-        watcher = stack.enter_context(ReadyWatcher(agent.port))
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port)]).start())
+        watcher = stack.enter_context(ReadyzSampler(agent.port))
         for _ in range(n):
             if not watcher.wait_steady(200, 10):
                 raise RuntimeError("agent not ready")
@@ -46,8 +45,8 @@ def drop_rounds(n: int) -> list[int]:
     out: list[int] = []
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
-        agent = stack.enter_context(AgentProc(["--redis-url", redis_url(server.port)]).start())
-        watcher = stack.enter_context(ReadyWatcher(agent.port))
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port)]).start())
+        watcher = stack.enter_context(ReadyzSampler(agent.port))
         for _ in range(n):
             if not watcher.wait_steady(200, 15):
                 raise RuntimeError("agent not ready")

@@ -47,6 +47,7 @@ from bench.common import (
     Mode,
     Row,
     Section,
+    bench_agent,
     cpu_seconds,
     http_status,
     log,
@@ -55,8 +56,8 @@ from bench.common import (
     ms,
     redis_url,
 )
-from bench.common import bench_agent as AgentProc
-from harness.readyz_sampler import ReadyzSampler as ReadyWatcher
+from harness.agent_process import AgentProcess
+from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import RedisProcess, RespConnection, parse_info
 from harness.wait import until
 
@@ -173,7 +174,7 @@ def _cpu(info: dict[str, str]) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _all_ready(agents: list[AgentProc], timeout: float) -> float:
+def _all_ready(agents: list[AgentProcess], timeout: float) -> float:
     started = time.monotonic()
     pending = list(agents)
 
@@ -239,8 +240,8 @@ def _exec_probes(server: RedisProcess, n: int) -> Iterator[None]:
         thread.join(10)
 
 
-def _fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...]) -> list[AgentProc]:
-    agents = [stack.enter_context(AgentProc(["--redis-url", redis_url(server.port), *args])) for _ in range(n)]
+def _fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...]) -> list[AgentProcess]:
+    agents = [stack.enter_context(bench_agent(["--redis-url", redis_url(server.port), *args])) for _ in range(n)]
     for agent in agents:
         agent.spawn()
     return agents
@@ -319,7 +320,7 @@ def _no_jitter_bursts(n: int, bursts: int, want: int) -> Group:
     return group
 
 
-def _burst(server: RedisProcess, agents: list[AgentProc], want: int) -> Burst:
+def _burst(server: RedisProcess, agents: list[AgentProcess], want: int) -> Burst:
     """Kill Redis, hold it down for OUTAGE, restart it, and sample INFO every SAMPLE s while the fleet returns."""
     burst = Burst()
     server.kill()
@@ -345,9 +346,9 @@ def _burst(server: RedisProcess, agents: list[AgentProc], want: int) -> Burst:
 def _kills(args: tuple[str, ...], reps: int, rng: random.Random) -> list[float]:
     """kill → /readyz 503 for one agent of the profile: SIGKILL Redis at a random phase, time the 503."""
     out = []
-    with RedisProcess() as server, AgentProc(["--redis-url", redis_url(server.start().port), *args]) as agent:
+    with RedisProcess() as server, bench_agent(["--redis-url", redis_url(server.start().port), *args]) as agent:
         agent.start()
-        with ReadyWatcher(agent.port) as watcher:
+        with ReadyzSampler(agent.port) as watcher:
             for _ in range(reps):
                 if not watcher.wait_steady(200, 15):
                     raise RuntimeError("agent did not become ready")
