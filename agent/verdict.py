@@ -142,7 +142,7 @@ class CheckVerdict:
                 return self._enter_ready(now)
         return None
 
-    def _on_failure(self, now: float, reason: Reason, conclusive: bool = False) -> Transition | None:
+    def _on_failure(self, now: float, reason: Reason, conclusive: bool) -> Transition | None:
         self.consecutive_successes = 0
         self.consecutive_failures += 1
         self.last_reason = reason

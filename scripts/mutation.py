@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 TARGETS = {  # module → the fast unit tests that must kill its mutants
-    "agent/verdict.py": ["tests/test_verdict.py", "tests/test_verdict_agent.py"],
+    "agent/verdict.py": ["tests/test_verdict.py", "tests/test_verdict_agent.py", "tests/test_evidence.py"],
     "agent/values.py": ["tests/test_config.py", "tests/test_values.py"],
     "agent/urls.py": ["tests/test_config.py", "tests/test_urls.py"],
 }
@@ -29,6 +29,7 @@ TARGETS = {  # module → the fast unit tests that must kill its mutants
 CONFIG = """
 [tool.mutmut]
 source_paths = [{paths}]
+also_copy = ["harness"]
 pytest_add_cli_args_test_selection = [{tests}]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-k", "not test_cli_exit_2_one_line"]
 """
@@ -70,7 +71,10 @@ def main() -> int:
             with open(work / "pyproject.toml", "a") as handle:
                 handle.write(CONFIG.format(paths=f'"{module}"', tests=", ".join(f'"{t}"' for t in tests)))
             env = {**os.environ, "HYPOTHESIS_PROFILE": "mutation"}
-            subprocess.run([MUTMUT, "run"], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run = subprocess.run([MUTMUT, "run"], cwd=work, env=env, capture_output=True, text=True)
+            if run.returncode != 0:  # e.g. the clean run failed: every mutant would count as survived
+                print(f"mutmut run failed for {module} (exit {run.returncode}):\n{(run.stdout + run.stderr)[-3000:]}")
+                return 1
             results = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True,
                                      text=True).stdout
             killed = strings = total = 0

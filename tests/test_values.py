@@ -33,6 +33,17 @@ class TestDuration:
         with pytest.raises(ValueError):
             parse_duration(raw)
 
+    def test_a_yaml_number_is_taken_as_a_number(self) -> None:
+        """-0.0 is zero (its text would read as negative); infinity is "not finite", not "not a duration"."""
+        assert parse_duration(-0.0) == 0.0
+        with pytest.raises(ValueError, match=r"^must be a finite duration$"):
+            parse_duration(float("inf"))
+
+    def test_a_boolean_is_not_a_duration(self) -> None:
+        """YAML ``true`` is refused with the message that says what a duration looks like."""
+        with pytest.raises(ValueError, match=r"^expected a duration such as 0\.5, 500ms, 2s or 1m$"):
+            parse_duration(True)
+
 
 class TestPositiveInt:
     @pytest.mark.parametrize(("raw", "value"), [(1, 1), ("1", 1), (" 3\t", 3), ("+5", 5), (1_000_000, 1_000_000),
@@ -59,6 +70,15 @@ class TestFraction:
         """Above 0.5, negative, booleans and non-ASCII digits are refused."""
         with pytest.raises(ValueError):
             parse_fraction(raw)
+
+    def test_a_yaml_number_is_taken_as_a_number(self) -> None:
+        """-0.0 is zero (its text has a sign, which the text form refuses)."""
+        assert parse_fraction(-0.0) == 0.0
+
+    def test_a_boolean_is_not_a_fraction(self) -> None:
+        """YAML ``true`` is refused with the message that gives the range."""
+        with pytest.raises(ValueError, match=r"^expected a fraction from 0 to 0\.5$"):
+            parse_fraction(True)
 
 
 class TestBoolChoiceText:
