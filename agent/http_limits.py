@@ -29,9 +29,11 @@ IDLE_TIMEOUT = 10.0  # seconds to send a complete request after connecting or af
 SHUTDOWN_TIMEOUT = 0.25  # after the drain, in-flight handlers get this long before their connections close
 MAX_CONNECTIONS = 1000  # ~6 KiB each: 1,000 idle connections cost ~6 MiB of the sidecar's 128 MiB
 RESERVED_FDS = 64  # files the agent needs besides client connections (Redis, logs, the listening socket)
-# asyncio accepts up to ``backlog`` connections per loop iteration, and a connection evicted at the cap is
-# closed one iteration later: two batches of files must stay free above the cap, or a burst hits EMFILE
-# (and asyncio stops accepting for a second, probes included).
+# asyncio accepts up to ``backlog`` connections per loop iteration, builds each one's transport in the next
+# iteration, calls connection_made (where the cap evicts the oldest) in the one after, and the evicted socket
+# is closed one iteration later still: so while a burst lasts, three batches accepted since the first eviction
+# hold files above the cap. Three batches must stay free, or a burst hits EMFILE (and asyncio stops accepting
+# for a second, probes included); two were not enough under a 256-file limit.
 BACKLOG = 64
 LOG_PERIOD = 10.0  # at most one line per kind of client-provoked error in this many seconds
 
@@ -53,7 +55,7 @@ def raise_nofile_limit() -> int:
 
 def connection_cap(nofile: int) -> int:
     """Concurrent connections allowed under an open-file limit of ``nofile``: below it, at most 1,000."""
-    return max(8, min(MAX_CONNECTIONS, nofile - RESERVED_FDS - 2 * BACKLOG))
+    return max(8, min(MAX_CONNECTIONS, nofile - RESERVED_FDS - 3 * BACKLOG))
 
 
 class RateLimitedLog:
