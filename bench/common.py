@@ -433,25 +433,13 @@ class ExecProbe:
             return next((t for t, r in self.changes if t >= after and r == ready), None)
 
     def wait_for(self, ready: bool, after: float, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                found = next((t for t, r in self.changes if t >= after and r == ready), None)
-                left = deadline - time.monotonic()
-                if found is not None or left <= 0:
-                    return found
-                self._cond.wait(left)
+            return self._cond.wait_for(lambda: self.first(ready, after), timeout)
 
     def wait_steady(self, ready: bool, timeout: float) -> bool:
         """Block until the probe's current verdict is ``ready``."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self.ready is not ready:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+            return self._cond.wait_for(lambda: self.ready is ready, timeout)
 
     def exec_seconds(self, ok: bool) -> list[float]:
         with self._cond:

@@ -100,25 +100,13 @@ class ReadyzSampler:
 
     def wait_for(self, status: int, after: float, timeout: float) -> float | None:
         """Block until a sample at or after ``after`` answers ``status``; its send time, or None on timeout."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                found = self._first(status, after)
-                left = deadline - time.monotonic()
-                if found is not None or left <= 0:
-                    return found
-                self._cond.wait(left)
+            return self._cond.wait_for(lambda: self._first(status, after), timeout)
 
     def wait_steady(self, status: int, timeout: float) -> bool:
         """Block until the current status is ``status`` (whenever it changed); whether it did in time."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self.status != status:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+            return self._cond.wait_for(lambda: self.status == status, timeout)
 
     async def expect(self, status: int, *, after: float, timeout: float) -> float:
         """``wait_for`` on the event loop: the send time, or ``TimeoutError`` naming the last samples."""
