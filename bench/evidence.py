@@ -13,19 +13,26 @@ import argparse
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 
 from bench.common import bench_agent, log, median, quantile, redis_url
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import RedisProcess
 
 
-def kills(n: int) -> list[float]:
-    """Seconds from SIGKILL to the first 503, ``n`` times."""
-    out: list[float] = []
+@contextlib.contextmanager
+def _rig() -> Iterator[tuple[RedisProcess, ReadyzSampler]]:
+    """One redis-server, one agent at its defaults on it, and its /readyz sampled every 5 ms."""
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
         agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port)]).start())
-        watcher = stack.enter_context(ReadyzSampler(agent.port))
+        yield server, stack.enter_context(ReadyzSampler(agent.port))
+
+
+def kills(n: int) -> list[float]:
+    """Seconds from SIGKILL to the first 503, ``n`` times."""
+    out: list[float] = []
+    with _rig() as (server, watcher):
         for _ in range(n):
             if not watcher.wait_steady(200, 10):
                 raise RuntimeError("agent not ready")
@@ -43,10 +50,7 @@ def kills(n: int) -> list[float]:
 def drop_rounds(n: int) -> list[int]:
     """For each round of five CLIENT KILLs one second apart: how many 503 answers /readyz gave (0 or more)."""
     out: list[int] = []
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(RedisProcess()).start()
-        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port)]).start())
-        watcher = stack.enter_context(ReadyzSampler(agent.port))
+    with _rig() as (server, watcher):
         for _ in range(n):
             if not watcher.wait_steady(200, 15):
                 raise RuntimeError("agent not ready")

@@ -4,7 +4,9 @@ server drops while Redis stays usable cost nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from agent.config import load_settings
 from agent.model import State
@@ -25,24 +27,36 @@ async def ready(agent: Agent) -> None:
         await agent.store.ready.wait()
 
 
+@contextlib.asynccontextmanager
+async def steady(url: str) -> AsyncIterator[Agent]:
+    """An in-process agent at the defaults, ready, after a check or two on its held connection."""
+    agent = agent_for(url)
+    await agent.start()
+    try:
+        await ready(agent)
+        await asyncio.sleep(0.3)
+        yield agent
+    finally:
+        await agent.stop()
+
+
+async def left_ready_on_one_conclusive_refusal(agent: Agent) -> None:
+    """Not ready within the bound (with slack), on one failed observation, conclusive, reason ``refused``."""
+    await until_async(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1, period=0.002)
+    check = agent.snapshot.checks["redis"]
+    assert check.state is State.DEGRADED and check.consecutive_failures == 1
+    assert check.last is not None and check.last.conclusive and str(check.last.reason) == "refused"
+
+
 class TestKill:
     async def test_a_killed_redis_leaves_ready_on_the_first_observation(self, redis_proc: RedisProcess) -> None:
         """SIGKILL: the held connection's EOF prompts a fresh attempt, refused, so ready ends with one failure."""
-        agent = agent_for(redis_proc.url)
-        await agent.start()
-        try:
-            await ready(agent)
-            await asyncio.sleep(0.3)  # a check or two on the held connection
+        async with steady(redis_proc.url) as agent:
             killed = time.monotonic()
             redis_proc.kill()
-            await until_async(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1, period=0.002)
+            await left_ready_on_one_conclusive_refusal(agent)
             elapsed = time.monotonic() - killed
-            check = agent.snapshot.checks["redis"]
-            assert check.state is State.DEGRADED and check.consecutive_failures == 1
-            assert check.last is not None and check.last.conclusive and str(check.last.reason) == "refused"
             assert elapsed < agent.timing.detection_bound  # the figure itself is a benchmark (docs/benchmarks.md)
-        finally:
-            await agent.stop()
 
 
 class TestServerDrops:
@@ -97,18 +111,11 @@ class TestKillBehindAProxy:
         """Through a TCP proxy (it accepts, then closes once its upstream is gone) a kill is still one
         observation: the fresh attempt ends before its first reply, so nothing usable listens."""
         proxy = await FaultProxy(("127.0.0.1", redis_proc.port)).start()
-        agent = agent_for(proxy.url())
-        await agent.start()
         try:
-            await ready(agent)
-            await asyncio.sleep(0.3)  # a check or two on the held connection
-            accepted = proxy.accepted
-            redis_proc.kill()
-            await until_async(lambda: not agent.snapshot.ready, agent.timing.detection_bound * 2 + 1, period=0.002)
-            check = agent.snapshot.checks["redis"]
-            assert proxy.accepted > accepted  # the fresh attempt was accepted, not refused
-            assert check.state is State.DEGRADED and check.consecutive_failures == 1
-            assert check.last is not None and check.last.conclusive and str(check.last.reason) == "refused"
+            async with steady(proxy.url()) as agent:
+                accepted = proxy.accepted
+                redis_proc.kill()
+                await left_ready_on_one_conclusive_refusal(agent)
+                assert proxy.accepted > accepted  # the fresh attempt was accepted, not refused
         finally:
-            await agent.stop()
             await proxy.stop()

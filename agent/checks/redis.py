@@ -224,9 +224,12 @@ class RedisCheck:
 
     def _role_unsettled(self, commands: list[tuple[str, ...]], replies: list[Any]) -> bool:
         """WAIT answered anything but a count after a PONG: the node is no longer known to be a master."""
-        if WAIT not in commands or replies[0] != b"PONG" or isinstance(replies[commands.index(WAIT)], int):
+        if WAIT not in commands or replies[0] != b"PONG":
             return False
-        self._wait = not unavailable(replies[commands.index(WAIT)])  # renamed or outside the ACL: ROLE from now on
+        reply = replies[commands.index(WAIT)]
+        if isinstance(reply, int):
+            return False
+        self._wait = not unavailable(reply)  # renamed or outside the ACL: ROLE from now on
         self._master = False
         return True
 
