@@ -58,7 +58,7 @@ from bench.common import (
 )
 from harness.agent_process import AgentProcess
 from harness.readyz_sampler import ReadyzSampler
-from harness.redis_server import RedisProcess, RespConnection, parse_info
+from harness.redis_server import RedisProcess, RespConnection, command_calls, parse_info
 from harness.wait import until
 
 FLEETS = (1_000, 10_000)  # the fleet sizes extrapolated to on paper
@@ -160,16 +160,6 @@ def _info(conn: RespConnection) -> dict[str, str]:
     return parse_info(reply)
 
 
-def _cmdstat(info: dict[str, str]) -> dict[str, float]:
-    """``{command: calls}`` from ``INFO commandstats``."""
-    out = {}
-    for key, value in info.items():
-        if key.startswith("cmdstat_"):
-            stats = dict(part.split("=", 1) for part in value.split(","))
-            out[key.removeprefix("cmdstat_")] = float(stats["calls"])
-    return out
-
-
 def _cpu(info: dict[str, str]) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
@@ -261,7 +251,7 @@ def _windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: R
             idle_after, seconds = _info(idle_conn), time.monotonic() - t0
             idle_cpu = _cpu(idle_after) - _cpu(idle_before)
             for name, group in groups.items():
-                calls0, calls1 = _cmdstat(before[name]), _cmdstat(after[name])
+                calls0, calls1 = command_calls(before[name]), command_calls(after[name])
                 commands = {k: int(v - calls0.get(k, 0)) for k, v in calls1.items()}
                 commands["info"] = commands.get("info", 0) - 1  # our own INFO between the snapshots
                 group.windows.append(Window(
@@ -337,7 +327,7 @@ def _burst(server: RedisProcess, agents: list[AgentProcess], want: int) -> Burst
                 break
             time.sleep(max(0.0, SAMPLE - 0.002))
         burst.redis_cpu = _cpu(last)
-        burst.commands = int(sum(_cmdstat(last).values())) - len(burst.samples) - 1  # minus our own INFOs
+        burst.commands = sum(command_calls(last).values()) - len(burst.samples) - 1  # minus our own INFOs
     _all_ready(agents, timeout=30)
     burst.fleet_ready = time.monotonic() - back  # every agent's /readyz 200 again (polled every 50 ms)
     return burst

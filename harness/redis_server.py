@@ -219,6 +219,12 @@ def parse_info(text: str) -> dict[str, str]:
     return fields
 
 
+def command_calls(info: dict[str, str]) -> dict[str, int]:
+    """``{command: calls}`` from a parsed ``INFO commandstats`` (``cmdstat_ping:calls=3,usec=…``)."""
+    return {key.removeprefix("cmdstat_"): int(dict(part.split("=", 1) for part in value.split(","))["calls"])
+            for key, value in info.items() if key.startswith("cmdstat_")}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The process
 # ---------------------------------------------------------------------------------------------------------

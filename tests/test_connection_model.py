@@ -17,7 +17,7 @@ from agent.metrics import Metrics
 from agent.model import Reason
 from agent.scheduler import Agent
 from agent.settings import Platform
-from harness.redis_server import RedisProcess, free_port, parse_info
+from harness.redis_server import RedisProcess, command_calls, free_port, parse_info
 from harness.tls import Authority, TlsRedis
 from harness.wait import until_async
 
@@ -52,8 +52,7 @@ def agent_ids(redis: RedisProcess) -> list[str]:
 
 
 def calls(redis: RedisProcess) -> dict[str, int]:
-    stats = parse_info(str(redis.cli("INFO", "commandstats")))
-    return {k.removeprefix("cmdstat_"): int(v.split(",")[0].removeprefix("calls=")) for k, v in stats.items()}
+    return command_calls(parse_info(str(redis.cli("INFO", "commandstats"))))
 
 
 class TestOneConnection:
