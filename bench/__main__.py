@@ -39,7 +39,7 @@ TOOLS: dict[str, tuple[str, ...]] = {  # the executables each part runs (Debian 
     "probes": ("redis-server", "wrk", "hey"),
     "footprint": ("redis-server",),
     "scale": ("redis-server",),
-    "fleet": ("redis-server", "redis-cli"),
+    "fleet": ("redis-server", "redis-cli", "cc"),
 }
 INSTALLER = Path(__file__).resolve().parents[1] / "scripts" / "install-tools.sh"
 

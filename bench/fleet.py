@@ -4,13 +4,18 @@ Why: on GKE every pod of a WebSocket backend carries an agent, and they all chec
 matters there is the Redis side: connections held and Redis CPU per pod, and what happens when that Redis
 restarts and every agent notices at once. So this counts what Redis itself reports, never wall time.
 
-**The method** (one, for every figure): five groups of ``n`` clients run *at the same time*, each against its
+**The method** (one, for every figure): six groups of ``n`` clients run *at the same time*, each against its
 own redis-server, beside one idle redis-server:
 
-* **ping/s** (baseline): ``n`` processes, each a kept connection sending one ``PING`` per second
-  (``redis-cli -r -1 -i 1 ping``, phases spread);
-* **ping/s asyncio** (baseline): the same from ``n`` minimal asyncio Python processes (bench/ping_client.py):
-  what one PING per second costs Redis from the agent's own runtime;
+* **ping/s C** (the reference the defaults are judged against): ``n`` processes of bench/ping_client.c, each a
+  kept connection sending one ``PING`` per second on a fixed one-second grid: the bytes and system calls of
+  ``redis-cli ping``, from a minimal C process;
+* **ping/s** (baseline): ``n`` processes of ``redis-cli -r -1 -i 1 ping``, the same PING, but each sleeps one
+  second *after its reply*; clients served in one wake-up of Redis then come back together, so the group clumps
+  and Redis serves it in fewer wake-ups, which makes it 1.5–1.8 × cheaper than the same bytes on a grid
+  (bench/reference.py). No probe or agent keeps that lock-step (the agent's jitter exists to avoid it);
+* **ping/s asyncio** (baseline): the same PING from ``n`` minimal asyncio Python processes on the agent's
+  schedule (bench/ping_client.py): what one PING per second costs from the agent's own runtime;
 * **exec probe** (baseline): ``redis-cli ping`` every 10 s per pod, the kubelet exec probe at Kubernetes
   defaults (a new connection per probe; spawned from here, without CRI exec overhead);
 * **defaults**: ``n`` agents as shipped;
@@ -20,8 +25,7 @@ Over each of ``windows`` steady windows, Redis CPU per client is ``(Δ used_cpu_
 group's server − Δ of the idle server) / window / n`` (``INFO cpu`` at both ends, all servers read back to
 back), and connections per client are ``(connected_clients − 1) / n``. The redis-servers are pinned to the
 first CPU and every client to the others (``taskset``): on this 2-CPU machine a client's own work would
-otherwise evict the caches of the Redis it talks to, which makes a heavier client (a Python agent) look
-costlier to Redis than a light one (``redis-cli``) for the same syscalls (production runs them apart).
+otherwise evict the caches of the Redis it talks to (production runs them apart).
 Running the groups side by side puts them under the same machine load (this machine is shared), and each
 ratio is taken within one window; the figure is the median over windows. Then, for the defaults, Redis is
 killed, held down for a short outage (< ``backoff_after``), restarted on the same port, and ``INFO`` is
@@ -36,6 +40,7 @@ import os
 import random
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 from bench.common import (
     PYTHON,
     REAPER,
+    ROOT,
     Mode,
     Row,
     Section,
@@ -72,7 +78,7 @@ _CPUS = sorted(os.sched_getaffinity(0))
 SERVER_CPUS, CLIENT_CPUS = str(_CPUS[0]), ",".join(map(str, _CPUS[1:] or _CPUS))
 
 
-def _pin(pid: int, cpus: str) -> None:
+def pin(pid: int, cpus: str) -> None:
     """Move a process and all its threads onto ``cpus`` (``taskset -apc``)."""
     taskset = shutil.which("taskset")
     if taskset is None:
@@ -164,7 +170,7 @@ def _cpu(info: dict[str, str]) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _all_ready(agents: list[AgentProcess], timeout: float) -> float:
+def all_ready(agents: list[AgentProcess], timeout: float) -> float:
     started = time.monotonic()
     pending = list(agents)
 
@@ -177,25 +183,43 @@ def _all_ready(agents: list[AgentProcess], timeout: float) -> float:
 
 
 @contextlib.contextmanager
-def _ping_clients(server: RedisProcess, n: int, python: bool = False) -> Iterator[None]:
-    """``n`` processes, each one kept connection sending one PING per second (``redis-cli -r -1 -i 1 ping``, or
-    with ``python`` bench/ping_client.py).
+def clients(server: RedisProcess, n: int, argv: list[str]) -> Iterator[None]:
+    """``n`` processes of ``argv`` (``{port}`` replaced by the server's port), each one kept connection, pinned to
+    the client CPUs and started ``1/n`` s apart (phases spread over the second).
 
     Separate processes, as pods are: one client loop serving all ``n`` connections would bunch PINGs into
     shared wake-ups of Redis whenever that loop runs late, which makes the baseline look cheaper than it is.
     """
-    argv = ([PYTHON, "-m", "bench.ping_client", str(server.port)] if python else
-            [_redis_cli(), "-h", server.host, "-p", str(server.port), "-r", "-1", "-i", "1", "ping"])
     procs = []
     try:
         for _ in range(n):
-            procs.append(REAPER.spawn(argv))
-            _pin(procs[-1].pid, CLIENT_CPUS)
-            time.sleep(1.0 / n)  # spread the phases over the second
+            procs.append(REAPER.spawn([a.replace("{port}", str(server.port)) for a in argv]))
+            pin(procs[-1].pid, CLIENT_CPUS)
+            time.sleep(1.0 / n)
         yield
     finally:
         for proc in procs:
             REAPER.kill(proc)
+
+
+def build_c_client(directory: str) -> str:
+    """Compile bench/ping_client.c with ``cc -O2`` into ``directory``; the executable's path."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc) on PATH: apt-get install gcc")
+    out = os.path.join(directory, "ping_client")
+    subprocess.run([cc, "-O2", "-o", out, str(ROOT / "bench" / "ping_client.c")], check=True)
+    return out
+
+
+def redis_cli_pings() -> list[str]:
+    """``redis-cli -r -1 -i 1 ping``: one PING per second, sleeping a second after each reply."""
+    return [_redis_cli(), "-h", "127.0.0.1", "-p", "{port}", "-r", "-1", "-i", "1", "ping"]
+
+
+def asyncio_pings(schedule: str = "agent") -> list[str]:
+    """bench/ping_client.py: one PING per second from the agent's runtime (and, by default, its schedule)."""
+    return [PYTHON, "-m", "bench.ping_client", "{port}", "--schedule", schedule]
 
 
 def _redis_cli() -> str:
@@ -230,14 +254,14 @@ def _exec_probes(server: RedisProcess, n: int) -> Iterator[None]:
         thread.join(10)
 
 
-def _fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...]) -> list[AgentProcess]:
+def start_fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...]) -> list[AgentProcess]:
     agents = [stack.enter_context(bench_agent(["--redis-url", redis_url(server.port), *args])) for _ in range(n)]
     for agent in agents:
         agent.spawn()
     return agents
 
 
-def _windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: RedisProcess, steady: float,
+def measure_windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: RedisProcess, steady: float,
              count: int) -> None:
     """The method: ``count`` windows; every server's INFO read back to back at both ends of each."""
     conns = {name: server.connect(timeout=2.0) for name, server in servers.items()}
@@ -263,29 +287,31 @@ def _windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: R
 
 
 def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, Group]:
-    """The five groups side by side; then the defaults fleet's restart bursts."""
-    names = ("ping/s", "ping/s asyncio", "exec probe", "defaults", "low-cost")
+    """The six groups side by side; then the defaults fleet's restart bursts."""
+    names = ("ping/s", "ping/s C", "ping/s asyncio", "exec probe", "defaults", "low-cost")
     groups = {name: Group(name, n) for name in names}
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in names}
         idle = stack.enter_context(RedisProcess()).start()
         for server in [*servers.values(), idle]:
-            _pin(server.pid, SERVER_CPUS)
-        stack.enter_context(_ping_clients(servers["ping/s"], n))
-        stack.enter_context(_ping_clients(servers["ping/s asyncio"], n, python=True))
+            pin(server.pid, SERVER_CPUS)
+        stack.enter_context(clients(servers["ping/s"], n, redis_cli_pings()))
+        c_client = build_c_client(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(clients(servers["ping/s C"], n, [c_client, "{port}", "grid"]))
+        stack.enter_context(clients(servers["ping/s asyncio"], n, asyncio_pings()))
         stack.enter_context(_exec_probes(servers["exec probe"], n))
-        fleets = {name: _fleet(stack, servers[name], n, args)
+        fleets = {name: start_fleet(stack, servers[name], n, args)
                   for name, args in (("defaults", ()), ("low-cost", LOW_COST))}
         agents = [a for fleet in fleets.values() for a in fleet]
         for agent in agents:
             agent.wait_live(timeout=120, period=0.05)
-        _all_ready(agents, timeout=90)
+        all_ready(agents, timeout=90)
         for agent in agents:
-            _pin(agent.pid, CLIENT_CPUS)
+            pin(agent.pid, CLIENT_CPUS)
         time.sleep(2.0)  # every agent on its steady schedule
         cpu0 = {a.pid: cpu_seconds(a.pid) for a in fleets["defaults"]}
         t0 = time.monotonic()
-        _windows(groups, servers, idle, steady, windows)
+        measure_windows(groups, servers, idle, steady, windows)
         elapsed = time.monotonic() - t0
         shipped = groups["defaults"]
         shipped.agent_cpu = [(cpu_seconds(a.pid) - cpu0[a.pid]) / elapsed * 100 for a in fleets["defaults"]]
@@ -300,10 +326,10 @@ def _no_jitter_bursts(n: int, bursts: int, want: int) -> Group:
     group = Group("defaults, no jitter", n)
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess(["--maxclients", "10000"])).start()
-        agents = _fleet(stack, server, n, ("--jitter", "0"))
+        agents = start_fleet(stack, server, n, ("--jitter", "0"))
         for agent in agents:
             agent.wait_live(timeout=120, period=0.05)
-        _all_ready(agents, timeout=90)
+        all_ready(agents, timeout=90)
         time.sleep(2.0)
         for _ in range(bursts):
             group.bursts.append(_burst(server, agents, want))
@@ -328,7 +354,7 @@ def _burst(server: RedisProcess, agents: list[AgentProcess], want: int) -> Burst
             time.sleep(max(0.0, SAMPLE - 0.002))
         burst.redis_cpu = _cpu(last)
         burst.commands = sum(command_calls(last).values()) - len(burst.samples) - 1  # minus our own INFOs
-    _all_ready(agents, timeout=30)
+    all_ready(agents, timeout=30)
     burst.fleet_ready = time.monotonic() - back  # every agent's /readyz 200 again (polled every 50 ms)
     return burst
 
@@ -383,23 +409,25 @@ def _ratio(group: Group, base: Group) -> str:
 
 
 def _rows(section: Section, groups: dict[str, Group]) -> None:
-    ping, py_ping, exec_, shipped, cheap, flat = (groups[k] for k in (
-        "ping/s", "ping/s asyncio", "exec probe", "defaults", "low-cost", "defaults, no jitter"))
+    ping, c_ping, py_ping, exec_, shipped, cheap, flat = (groups[k] for k in (
+        "ping/s", "ping/s C", "ping/s asyncio", "exec probe", "defaults", "low-cost", "defaults, no jitter"))
     n = shipped.n
     for group, target, ok in (
-        (shipped, "<= 1.3 x ping/s, 1 conn", median(shipped.ratio(ping)) <= 1.3 and shipped.connections <= 1.05),
+        (shipped, "<= 1.3 x ping/s C, 1 conn",
+         median(shipped.ratio(c_ping)) <= 1.3 and shipped.connections <= 1.05),
         (cheap, "<= 1.0 x exec probe", median(cheap.ratio(exec_)) <= 1.0),
     ):
         section.rows.append(Row(
             "4", f"fleet of {n}, {group.name}: Redis CPU / connections per agent",
             f"{group.cpu_per_client * 1e6:.1f} us/s / {group.connections:.2f}",
-            f"{_ratio(group, ping)} x ping/s, {_ratio(group, py_ping)} x ping/s asyncio, "
+            f"{_ratio(group, c_ping)} x ping/s C, {_ratio(group, ping)} x ping/s (redis-cli), "
+            f"{_ratio(group, py_ping)} x ping/s asyncio, "
             f"{_ratio(group, exec_)} x exec probe", target, ok))
         if group.kill_to_503:
             kill = median(group.kill_to_503)
             section.rows.append(Row("4", f"{group.name}: kill -> /readyz 503, median of {len(group.kill_to_503)}",
                                     ms(kill), f"max {ms(max(group.kill_to_503))}", "<= 250 ms", kill <= 0.25))
-    for base in (ping, py_ping, exec_):
+    for base in (c_ping, ping, py_ping, exec_):
         section.rows.append(Row("4", f"fleet of {n}, baseline {base.name}: Redis CPU / connections per client",
                                 f"{base.cpu_per_client * 1e6:.1f} us/s / {base.connections:.2f}"))
     section.rows.append(Row("4", f"fleet of {n}: agent CPU / RSS, median",
@@ -414,13 +442,13 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
                 f"no jitter: {p20_f:.0f} of {want}"),
         ]
     section.notes.append(
-        f"Method: the five groups of {n} clients side by side, each against its own redis-server, beside an idle "
+        f"Method: the six groups of {n} clients side by side, each against its own redis-server, beside an idle "
         f"one; {len(shipped.windows)} windows of {shipped.seconds / max(1, len(shipped.windows)):.0f} s; servers "
         f"pinned to CPU {SERVER_CPUS}, clients to CPU {CLIENT_CPUS} (taskset). Redis CPU "
         "per client = (Δ INFO used_cpu_user+sys of the group's server − Δ of the idle server) / window / clients, "
         "median over windows; ratios are taken within each window (median, and range over windows); connections "
         "per client = (connected_clients − 1) / clients.")
-    for group in (ping, py_ping, exec_, shipped, cheap):
+    for group in (c_ping, ping, py_ping, exec_, shipped, cheap):
         commands = ", ".join(f"{k} {v / group.seconds / group.n:.2f}/s" for k, v in sorted(group.commands.items()))
         per_window = ", ".join(f"{group.cpu(w) * 1e6:.1f}" for w in group.windows)
         section.notes.append(
@@ -430,7 +458,7 @@ def _rows(section: Section, groups: dict[str, Group]) -> None:
     for size in FLEETS:
         section.notes.append(f"Extrapolation to {size:,} pods: " + "; ".join(
             f"{g.name} {g.connections * size:,.0f} connections and {g.cpu_per_client * size * 100:.1f} % of a core"
-            for g in (ping, py_ping, exec_, shipped, cheap)) + ".")
+            for g in (c_ping, ping, py_ping, exec_, shipped, cheap)) + ".")
     if shipped.bursts:
         section.notes.append(f"Restart bursts (Redis killed, {OUTAGE:g} s outage, restarted on the same port; "
                              f"INFO every {SAMPLE * 1000:.0f} ms): with jitter "
@@ -453,7 +481,9 @@ def main() -> None:
     """``python -m bench.fleet [--agents N] [--steady S] [--windows W] [--bursts B] [--kills K]``: this part alone."""
     import argparse
 
-    from bench.common import table
+    from bench.common import install_signal_handlers, table
+
+    install_signal_handlers()
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--agents", type=int, default=40)

@@ -1,30 +1,45 @@
-"""A third baseline for the fleet (bench/fleet.py): one ``PING`` per second on a kept connection, from a minimal
-asyncio Python client. ``python -m bench.ping_client PORT``.
+"""One ``PING`` per second on a kept connection from a minimal asyncio Python client, the fleet's reference
+(bench/fleet.py). ``python -m bench.ping_client PORT [--schedule agent|grid]``.
 
-Why: ``redis-cli -i 1 ping`` is a small C process that blocks in ``read``; the agent is a Python asyncio process.
-On one machine the client's own runtime shows in what Redis spends on it (shared caches, wake-ups), so the same
-PING from the agent's runtime separates what the agent *sends* from what it *is*. Nothing but the PING.
+Why: on this machine what Redis spends on a request depends on the process that sent it, not only on the
+bytes (docs/benchmarks.md, "What one PING per second costs"): a client's runtime and its sleep pattern move the
+figure by up to 1.7 × for byte-identical traffic. So the reference the agent is judged against is one PING per
+second from the agent's own runtime *and* schedule; the agent then differs from it only in what it sends.
+
+* ``agent`` (default): sleep ``1 s × (1 ± 0.2)`` after each reply, the agent's healthy schedule at its
+  defaults (``interval`` 1 s, ``jitter`` 0.2, the next delay drawn once the check has its answer);
+* ``grid``: one PING on every tick of a fixed one-second grid.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
-import sys
+
+PING = b"*1\r\n$4\r\nping\r\n"  # the bytes `redis-cli ping` sends (an inline PING is parsed differently)
+INTERVAL, JITTER = 1.0, 0.2  # the agent's defaults (agent/settings.py)
 
 
-async def main(port: int) -> None:
+async def main(port: int, schedule: str) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    await asyncio.sleep(random.random())  # phases spread over the second, as the redis-cli group's
+    await asyncio.sleep(random.random())  # phases spread over the second
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
-        writer.write(b"PING\r\n")
+        writer.write(PING)
         if await reader.readline() != b"+PONG\r\n":
             return  # EOF or not Redis: the bench ends us anyway
-        next_at += 1.0
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        if schedule == "agent":
+            await asyncio.sleep(INTERVAL * (1 + JITTER * (2 * random.random() - 1)))
+        else:
+            next_at += INTERVAL
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--schedule", choices=("agent", "grid"), default="agent")
+    args = parser.parse_args()
+    asyncio.run(main(args.port, args.schedule))

@@ -2,19 +2,19 @@
 # Installs the real tools a task needs, only when missing (Debian packages). Idempotent; quiet when present.
 #
 #   scripts/install-tools.sh run     redis-server (make run starts a throwaway one when none answers)
-#   scripts/install-tools.sh test    + redis-cli, promtool (prometheus), npm for helm  (default; make test, CI)
-#   scripts/install-tools.sh bench   + redis-cli, wrk and hey (HTTP load)              (make bench)
+#   scripts/install-tools.sh test    + redis-cli, promtool (prometheus), npm for helm, cc  (default; make test, CI)
+#   scripts/install-tools.sh bench   + redis-cli, wrk and hey (HTTP load), cc              (make bench)
 #
 # Exit 0 when everything is present afterwards; otherwise it names what is still missing on stderr and exits 1
 # (no root and no sudo, no network, or a package the distribution lacks): callers decide whether that is fatal.
 set -uo pipefail
 profile="${1:-test}"
 declare -A package=([redis-server]=redis-server [redis-cli]=redis-tools [promtool]=prometheus [npm]=npm
-                    [wrk]=wrk [hey]=hey)
+                    [wrk]=wrk [hey]=hey [cc]=gcc)  # cc builds bench/ping_client.c, the fleet's reference client
 case "$profile" in
   run) tools=(redis-server) ;;
-  test) tools=(redis-server redis-cli promtool npm) ;;  # helm comes from an npm package (scripts/install-helm.sh)
-  bench) tools=(redis-server redis-cli wrk hey) ;;
+  test) tools=(redis-server redis-cli promtool npm cc) ;;  # helm comes from an npm package (scripts/install-helm.sh)
+  bench) tools=(redis-server redis-cli wrk hey cc) ;;
   *) echo "install-tools: unknown profile '$profile' (run, test or bench)" >&2; exit 2 ;;
 esac
 need=()
