@@ -380,7 +380,7 @@ def _kills(args: tuple[str, ...], reps: int, rng: random.Random) -> list[float]:
 
 def measure(n: int, steady: float, windows: int, bursts: int, kills: int) -> dict[str, Group]:
     """Every figure by the one method: the groups side by side, bursts, kill -> 503 per profile."""
-    log(f"fleet: ping/s, exec probe, defaults and low-cost side by side, {n} clients each, {windows} x {steady:g} s")
+    log(f"fleet: the six groups side by side, {n} clients each, {windows} x {steady:g} s")
     groups = _concurrent(n, steady, windows, bursts)
     want = round(groups["defaults"].connections * n)
     log(f"fleet: {n} agents without jitter, {bursts} restarts")

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import tempfile
 import time
+from dataclasses import dataclass
 
 from bench import fleet
 from bench.common import Row, install_signal_handlers, log, median, table
@@ -43,8 +44,26 @@ def groups(c_client: str) -> dict[str, list[str] | None]:
     }
 
 
-def one_run(argvs: dict[str, list[str] | None], n: int, steady: float, windows: int) -> dict[str, fleet.Group]:
-    """Every group side by side for ``windows`` windows of ``steady`` s."""
+def wakeups(pid: int) -> int:
+    """How often the process has gone to sleep and been woken (its main thread's voluntary switches)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt_switches"))
+
+
+@dataclass
+class Run:
+    """One run: the groups as the fleet's method measured them, and Redis wake-ups per PING by group."""
+
+    groups: dict[str, fleet.Group]
+    wakeups_per_ping: dict[str, float]
+
+
+def one_run(argvs: dict[str, list[str] | None], n: int, steady: float, windows: int) -> Run:
+    """Every group side by side for ``windows`` windows of ``steady`` s.
+
+    Wake-ups per PING: the server's wake-ups over the windows, less the idle server's (Redis's own timer), over
+    the PINGs it served; 1.0 means one wake-up per request, less means requests arrive together.
+    """
     measured = {name: fleet.Group(name, n) for name in argvs}
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in argvs}
@@ -63,19 +82,26 @@ def one_run(argvs: dict[str, list[str] | None], n: int, steady: float, windows: 
         for agent in agents:
             fleet.pin(agent.pid, fleet.CLIENT_CPUS)
         time.sleep(2.0)  # every client on its steady schedule
+        before = {name: wakeups(server.pid) for name, server in [*servers.items(), ("", idle)]}
         fleet.measure_windows(measured, servers, idle, steady, windows)
-    return measured
+        after = {name: wakeups(server.pid) for name, server in [*servers.items(), ("", idle)]}
+    idle_wakeups = after[""] - before[""]
+    per_ping = {name: (after[name] - before[name] - idle_wakeups) / max(1, group.commands.get("ping", 0))
+                for name, group in measured.items()}
+    return Run(measured, per_ping)
 
 
-def rows(runs: list[dict[str, fleet.Group]]) -> list[Row]:
-    """Per group: Redis CPU per client, and its ratio to redis-cli's (median over windows, per run)."""
+def rows(runs: list[Run]) -> list[Row]:
+    """Per group: Redis CPU per client, its ratio to redis-cli's (median over windows, per run), wake-ups."""
     out = []
-    for name in runs[0]:
-        ratios = [median(run[name].ratio(run["redis-cli"])) for run in runs]
-        cpu = [run[name].cpu_per_client * 1e6 for run in runs]
+    for name in runs[0].groups:
+        ratios = [median(run.groups[name].ratio(run.groups["redis-cli"])) for run in runs]
+        cpu = [run.groups[name].cpu_per_client * 1e6 for run in runs]
+        woken = [run.wakeups_per_ping[name] for run in runs]
         out.append(Row("4", f"one PING/s, {name}: Redis CPU per client",
                        f"{median(cpu):.1f} us/s ({min(cpu):.1f}-{max(cpu):.1f})",
-                       f"{median(ratios):.2f} x redis-cli ({min(ratios):.2f}-{max(ratios):.2f}) over {len(runs)} runs"))
+                       f"{median(ratios):.2f} x redis-cli ({min(ratios):.2f}-{max(ratios):.2f}) over {len(runs)} "
+                       f"runs; {median(woken):.2f} Redis wake-ups per PING ({min(woken):.2f}-{max(woken):.2f})"))
     return out
 
 
@@ -93,7 +119,9 @@ def main() -> None:
         for i in range(args.runs):
             log(f"reference: run {i + 1} of {args.runs}, {len(argvs)} groups of {args.clients} side by side")
             runs.append(one_run(argvs, args.clients, args.steady, args.windows))
-            log("; ".join(f"{g.name} {median(g.ratio(runs[-1]['redis-cli'])):.2f}" for g in runs[-1].values()))
+            base = runs[-1].groups["redis-cli"]
+            log("; ".join(f"{g.name} {median(g.ratio(base)):.2f} x, {runs[-1].wakeups_per_ping[g.name]:.2f} wake-ups"
+                          for g in runs[-1].groups.values()))
     print(table(rows(runs)))
 
 
