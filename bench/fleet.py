@@ -12,7 +12,7 @@ own redis-server, beside one idle redis-server:
   ``redis-cli ping``, from a minimal C process;
 * **ping/s** (baseline): ``n`` processes of ``redis-cli -r -1 -i 1 ping``, the same PING, but each sleeps one
   second *after its reply*; clients served in one wake-up of Redis then come back together, so the group clumps
-  and Redis serves it in fewer wake-ups, which makes it 1.5–1.8 × cheaper than the same bytes on a grid
+  and Redis serves it in fewer wake-ups: the same bytes on a grid cost Redis 1.4–1.8 × as much
   (bench/reference.py). No probe or agent keeps that lock-step (the agent's jitter exists to avoid it);
 * **ping/s asyncio** (baseline): the same PING from ``n`` minimal asyncio Python processes on the agent's
   schedule (bench/ping_client.py): what one PING per second costs from the agent's own runtime;
@@ -261,8 +261,8 @@ def start_fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args:
     return agents
 
 
-def measure_windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: RedisProcess, steady: float,
-             count: int) -> None:
+def measure_windows(groups: dict[str, Group], servers: dict[str, RedisProcess], idle: RedisProcess,
+                    steady: float, count: int) -> None:
     """The method: ``count`` windows; every server's INFO read back to back at both ends of each."""
     conns = {name: server.connect(timeout=2.0) for name, server in servers.items()}
     idle_conn = idle.connect(timeout=2.0)
