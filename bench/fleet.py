@@ -286,39 +286,71 @@ def measure_windows(groups: dict[str, Group], servers: dict[str, RedisProcess], 
             conn.close()
 
 
+EXEC_PROBE = "exec probe"  # a group of kubelet exec probes (``_exec_probes``), in ``side_by_side``'s groups
+GroupSpec = list[str] | tuple[str, ...] | str  # PING client argv | agent arguments | EXEC_PROBE
+
+
+@dataclass
+class Rig:
+    """Groups running side by side, each on its own redis-server, beside an idle one."""
+
+    servers: dict[str, RedisProcess]
+    idle: RedisProcess
+    fleets: dict[str, list[AgentProcess]]  # the agent groups' processes, by group
+
+
+def side_by_side(stack: contextlib.ExitStack, n: int, specs: dict[str, GroupSpec]) -> Rig:
+    """Start ``n`` clients per group on its own pinned redis-server, in order, and return once every agent is
+    ready and pinned and every client has been on its steady schedule for 2 s (the method's set-up).
+
+    A ``list`` is a PING client's argv (``clients``), a ``tuple`` the arguments of an agent group, ``EXEC_PROBE``
+    the kubelet exec probe.
+    """
+    servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in specs}
+    idle = stack.enter_context(RedisProcess()).start()
+    for server in [*servers.values(), idle]:
+        pin(server.pid, SERVER_CPUS)
+    fleets: dict[str, list[AgentProcess]] = {}
+    for name, spec in specs.items():
+        if isinstance(spec, list):
+            stack.enter_context(clients(servers[name], n, spec))
+        elif isinstance(spec, tuple):
+            fleets[name] = start_fleet(stack, servers[name], n, spec)
+        else:
+            stack.enter_context(_exec_probes(servers[name], n))
+    agents = [a for fleet in fleets.values() for a in fleet]
+    for agent in agents:
+        agent.wait_live(timeout=120, period=0.05)
+    all_ready(agents, timeout=90)
+    for agent in agents:
+        pin(agent.pid, CLIENT_CPUS)
+    time.sleep(2.0)  # every client on its steady schedule
+    return Rig(servers, idle, fleets)
+
+
 def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, Group]:
     """The six groups side by side; then the defaults fleet's restart bursts."""
-    names = ("ping/s", "ping/s C", "ping/s asyncio", "exec probe", "defaults", "low-cost")
-    groups = {name: Group(name, n) for name in names}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in names}
-        idle = stack.enter_context(RedisProcess()).start()
-        for server in [*servers.values(), idle]:
-            pin(server.pid, SERVER_CPUS)
-        stack.enter_context(clients(servers["ping/s"], n, redis_cli_pings()))
         c_client = build_c_client(stack.enter_context(tempfile.TemporaryDirectory()))
-        stack.enter_context(clients(servers["ping/s C"], n, [c_client, "{port}", "grid"]))
-        stack.enter_context(clients(servers["ping/s asyncio"], n, asyncio_pings()))
-        stack.enter_context(_exec_probes(servers["exec probe"], n))
-        fleets = {name: start_fleet(stack, servers[name], n, args)
-                  for name, args in (("defaults", ()), ("low-cost", LOW_COST))}
-        agents = [a for fleet in fleets.values() for a in fleet]
-        for agent in agents:
-            agent.wait_live(timeout=120, period=0.05)
-        all_ready(agents, timeout=90)
-        for agent in agents:
-            pin(agent.pid, CLIENT_CPUS)
-        time.sleep(2.0)  # every agent on its steady schedule
-        cpu0 = {a.pid: cpu_seconds(a.pid) for a in fleets["defaults"]}
+        rig = side_by_side(stack, n, {
+            "ping/s": redis_cli_pings(),
+            "ping/s C": [c_client, "{port}", "grid"],
+            "ping/s asyncio": asyncio_pings(),
+            "exec probe": EXEC_PROBE,
+            "defaults": (),
+            "low-cost": LOW_COST,
+        })
+        groups = {name: Group(name, n) for name in rig.servers}
+        shipped, fleet = groups["defaults"], rig.fleets["defaults"]
+        cpu0 = {a.pid: cpu_seconds(a.pid) for a in fleet}
         t0 = time.monotonic()
-        measure_windows(groups, servers, idle, steady, windows)
+        measure_windows(groups, rig.servers, rig.idle, steady, windows)
         elapsed = time.monotonic() - t0
-        shipped = groups["defaults"]
-        shipped.agent_cpu = [(cpu_seconds(a.pid) - cpu0[a.pid]) / elapsed * 100 for a in fleets["defaults"]]
-        shipped.agent_rss = [memory_mib(a.pid)[0] for a in fleets["defaults"]]
+        shipped.agent_cpu = [(cpu_seconds(a.pid) - cpu0[a.pid]) / elapsed * 100 for a in fleet]
+        shipped.agent_rss = [memory_mib(a.pid)[0] for a in fleet]
         want = round(shipped.connections * n)
         for _ in range(bursts):
-            shipped.bursts.append(_burst(servers["defaults"], fleets["defaults"], want))
+            shipped.bursts.append(_burst(rig.servers["defaults"], fleet, want))
     return groups
 
 

@@ -1,10 +1,10 @@
-"""One ``PING`` per second on a kept connection from a minimal asyncio Python client, the fleet's reference
-(bench/fleet.py). ``python -m bench.ping_client PORT [--schedule agent|grid]``.
+"""One ``PING`` per second on a kept connection from a minimal asyncio Python client: the fleet's
+``ping/s asyncio`` baseline (bench/fleet.py) and two of bench/reference.py's groups.
+``python -m bench.ping_client PORT [--schedule agent|grid]``.
 
-Why: on this machine what Redis spends on a request depends on the process that sent it, not only on the
-bytes (docs/benchmarks.md, "What one PING per second costs"): a client's runtime and its sleep pattern move the
-figure by up to 1.7 × for byte-identical traffic. So the reference the agent is judged against is one PING per
-second from the agent's own runtime *and* schedule; the agent then differs from it only in what it sends.
+Why: it sends what ``redis-cli ping`` sends from the agent's own runtime, so beside redis-cli's C twin
+(bench/ping_client.c) it shows how much of what Redis spends on the agent is the runtime rather than the
+request (docs/benchmarks.md, "Fleet, third step": next to nothing, once the schedule is the same).
 
 * ``agent`` (default): sleep ``1 s × (1 ± 0.2)`` after each reply, the agent's healthy schedule at its
   defaults (``interval`` 1 s, ``jitter`` 0.2, the next delay drawn once the check has its answer);
@@ -17,8 +17,10 @@ import argparse
 import asyncio
 import random
 
+from agent.settings import DEFAULT_TIMING
+
 PING = b"*1\r\n$4\r\nping\r\n"  # the bytes `redis-cli ping` sends (an inline PING is parsed differently)
-INTERVAL, JITTER = 1.0, 0.2  # the agent's defaults (agent/settings.py)
+INTERVAL, JITTER = DEFAULT_TIMING.interval, DEFAULT_TIMING.jitter  # the agent's healthy schedule at defaults
 
 
 async def main(port: int, schedule: str) -> None:

@@ -2,9 +2,10 @@
 ``python -m bench.reference [--clients N] [--runs R] [--steady S] [--windows W]``.
 
 Why: the fleet (bench/fleet.py) judges the agent by the Redis CPU one PING per second costs in the same run.
-On this 2-CPU VM that figure depends on the process sending the PING, not only on the bytes: Redis pays, in
-its own CPU time, for waking a client on the other CPU, and what that costs depends on what the client does
-around its request. This part measures the spread, so the choice of reference rests on a figure.
+The same bytes cost Redis different amounts by the client that sends them: a client that sleeps exactly one
+second after its reply (``redis-cli -i 1``) falls into step with the others through Redis's shared wake-ups,
+so Redis serves several of them per wake-up. This part measures that spread (and the wake-ups behind it), so
+the choice of the fleet's reference, a C client on a fixed grid, rests on a figure (docs/benchmarks.md).
 
 By the fleet's method (groups side by side, each on its own redis-server, servers on the first CPU and clients
 on the other, INFO cpu with an idle server subtracted, ratios within each window), ``runs`` times:
@@ -24,23 +25,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
-import time
 from dataclasses import dataclass
 
 from bench import fleet
 from bench.common import Row, install_signal_handlers, log, median, table
-from harness.redis_server import RedisProcess
 
 
-def groups(c_client: str) -> dict[str, list[str] | None]:
-    """Group name → client argv (``None``: agents at their defaults)."""
+def groups(c_client: str) -> dict[str, fleet.GroupSpec]:
+    """The groups, as ``fleet.side_by_side`` takes them (a list: a PING client's argv; a tuple: agents)."""
     return {
         "redis-cli": fleet.redis_cli_pings(),
         "C, after reply": [c_client, "{port}", "after-reply"],
         "C, grid": [c_client, "{port}", "grid"],
         "asyncio, grid": fleet.asyncio_pings("grid"),
         "asyncio, agent schedule": fleet.asyncio_pings("agent"),
-        "agent, defaults": None,
+        "agent, defaults": (),
     }
 
 
@@ -58,33 +57,19 @@ class Run:
     wakeups_per_ping: dict[str, float]
 
 
-def one_run(argvs: dict[str, list[str] | None], n: int, steady: float, windows: int) -> Run:
+def one_run(specs: dict[str, fleet.GroupSpec], n: int, steady: float, windows: int) -> Run:
     """Every group side by side for ``windows`` windows of ``steady`` s.
 
     Wake-ups per PING: the server's wake-ups over the windows, less the idle server's (Redis's own timer), over
     the PINGs it served; 1.0 means one wake-up per request, less means requests arrive together.
     """
-    measured = {name: fleet.Group(name, n) for name in argvs}
+    measured = {name: fleet.Group(name, n) for name in specs}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(RedisProcess(["--maxclients", "10000"])).start() for name in argvs}
-        idle = stack.enter_context(RedisProcess()).start()
-        for server in [*servers.values(), idle]:
-            fleet.pin(server.pid, fleet.SERVER_CPUS)
-        agents = []
-        for name, argv in argvs.items():
-            if argv is None:
-                agents += fleet.start_fleet(stack, servers[name], n, ())
-            else:
-                stack.enter_context(fleet.clients(servers[name], n, argv))
-        for agent in agents:
-            agent.wait_live(timeout=120, period=0.05)
-        fleet.all_ready(agents, timeout=90)
-        for agent in agents:
-            fleet.pin(agent.pid, fleet.CLIENT_CPUS)
-        time.sleep(2.0)  # every client on its steady schedule
-        before = {name: wakeups(server.pid) for name, server in [*servers.items(), ("", idle)]}
-        fleet.measure_windows(measured, servers, idle, steady, windows)
-        after = {name: wakeups(server.pid) for name, server in [*servers.items(), ("", idle)]}
+        rig = fleet.side_by_side(stack, n, specs)
+        watched = {**rig.servers, "": rig.idle}
+        before = {name: wakeups(server.pid) for name, server in watched.items()}
+        fleet.measure_windows(measured, rig.servers, rig.idle, steady, windows)
+        after = {name: wakeups(server.pid) for name, server in watched.items()}
     idle_wakeups = after[""] - before[""]
     per_ping = {name: (after[name] - before[name] - idle_wakeups) / max(1, group.commands.get("ping", 0))
                 for name, group in measured.items()}
@@ -114,11 +99,11 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        argvs = groups(fleet.build_c_client(directory))
+        specs = groups(fleet.build_c_client(directory))
         runs = []
         for i in range(args.runs):
-            log(f"reference: run {i + 1} of {args.runs}, {len(argvs)} groups of {args.clients} side by side")
-            runs.append(one_run(argvs, args.clients, args.steady, args.windows))
+            log(f"reference: run {i + 1} of {args.runs}, {len(specs)} groups of {args.clients} side by side")
+            runs.append(one_run(specs, args.clients, args.steady, args.windows))
             base = runs[-1].groups["redis-cli"]
             log("; ".join(f"{g.name} {median(g.ratio(base)):.2f} x, {runs[-1].wakeups_per_ping[g.name]:.2f} wake-ups"
                           for g in runs[-1].groups.values()))

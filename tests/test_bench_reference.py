@@ -1,8 +1,8 @@
 """The fleet's PING clients send what ``redis-cli ping`` sends, byte for byte.
 
-bench/fleet.py judges the agent against one PING per second from bench/ping_client.py, and bench/reference.py
-compares that client and its C twin (bench/ping_client.c) with redis-cli on the premise that the requests are
-identical, so that a difference in Redis CPU is the client process, not the request. If a client's bytes
+bench/fleet.py judges the agent against one PING per second from bench/ping_client.c (redis-cli's C twin) on a
+fixed grid, and bench/reference.py compares it and bench/ping_client.py with redis-cli on the premise that the
+requests are identical, so that a difference in Redis CPU is the client process, not the request. If a client's bytes
 drifted from redis-cli's, those figures would silently measure something else; this keeps the premise true.
 """
 
