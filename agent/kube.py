@@ -199,16 +199,16 @@ class PodGate:
         self._stop_deadline = self.clock() + timeout
         self._wake.set()
         if self._task is not None and not self._task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
+            done, _ = await asyncio.wait([self._task], timeout=timeout)
+            if not done:
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                await asyncio.wait([self._task])
         if self._executor is not None:
             if self._writer is not None:  # queued behind any call still running (a stalled one: its own timeout)
                 closed = asyncio.wrap_future(self._executor.submit(self._writer.session.close))
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(closed, max(0.0, self._stop_deadline - self.clock()) + 0.05)
+                    async with asyncio.timeout(max(0.0, self._stop_deadline - self.clock()) + 0.05):
+                        await closed
             self._executor.shutdown(wait=False)
 
     def status(self) -> dict[str, object]:
@@ -249,7 +249,8 @@ class PodGate:
             waits = [w for w in (event_wait, self._next_at - now if self._synced != self._desired else None)
                      if w is not None]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(waits) if waits else None)
+                async with asyncio.timeout(min(waits) if waits else None):
+                    await self._wake.wait()
             last_was_condition = False  # after a quiet spell the condition is first again
         # stopping: one attempt, no backoff, within what is left of stop()'s timeout
         if self._synced != self._desired:

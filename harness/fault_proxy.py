@@ -149,8 +149,7 @@ class FaultProxy:
     async def _stop_flapping(self) -> None:
         if self._flapper is not None:
             self._flapper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flapper
+            await asyncio.wait([self._flapper])
             self._flapper = None
 
     async def _apply(self, mode: Mode) -> None:

@@ -68,7 +68,8 @@ class HostileRedis:
     async def wait_idle(self, timeout: float) -> None:
         """Until no client connection is open (TimeoutError after ``timeout``)."""
         if self.open_connections:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -75,3 +75,40 @@ class TestPackageShape:
     def test_module_says_why_it_exists(self, name: str) -> None:
         """Every module opens with a docstring."""
         assert ast.get_docstring(ast.parse(MODULES[name].read_text()))
+
+
+ASYNC_CODE = sorted(p for root in ("agent", "harness", "bench", "examples")
+                    for p in (AGENT.parent / root).rglob("*.py"))
+
+
+def cancellation_hazards(path: Path) -> list[str]:
+    """``asyncio.wait_for`` calls and ``suppress(CancelledError)`` blocks: each can swallow a cancellation.
+
+    On Python 3.11 ``wait_for`` loses a cancellation that lands while its inner await finishes (CPython
+    gh-86296, fixed by 3.12's rewrite); ``asyncio.timeout`` (sound from 3.11.3, gh-102780) or ``asyncio.wait``
+    do not. Suppressing ``CancelledError`` around ``await task`` also swallows the caller's own cancellation.
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            called = ast.unparse(node.func)
+            if called in ("asyncio.wait_for", "wait_for"):
+                found.append(f"{path.name}:{node.lineno} {called}")
+            if called.endswith("suppress") and any("CancelledError" in ast.unparse(a) for a in node.args):
+                found.append(f"{path.name}:{node.lineno} suppress(CancelledError)")
+    return found
+
+
+class TestCancellation:
+    def test_no_construct_that_can_swallow_a_cancellation(self) -> None:
+        """No ``asyncio.wait_for`` and no ``suppress(CancelledError)`` in the agent, the harness, bench or examples."""
+        found = [hazard for path in ASYNC_CODE for hazard in cancellation_hazards(path)]
+        assert not found, "use asyncio.timeout or asyncio.wait instead: " + ", ".join(found)
+
+    def test_the_ban_sees_both_constructs(self, tmp_path: Path) -> None:
+        """The check finds each construct it bans (a ban that finds nothing proves nothing)."""
+        sample = tmp_path / "sample.py"
+        sample.write_text("import asyncio, contextlib\nasync def f(t):\n"
+                          "    await asyncio.wait_for(t, 1)\n"
+                          "    with contextlib.suppress(asyncio.CancelledError):\n        await t\n")
+        assert cancellation_hazards(sample) == ["sample.py:3 asyncio.wait_for", "sample.py:4 suppress(CancelledError)"]

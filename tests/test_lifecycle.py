@@ -46,6 +46,40 @@ class TestStop:
             assert time.monotonic() - started < 3
             assert len(asyncio.all_tasks()) == before
 
+    async def test_stop_at_300_points_of_a_round_never_hangs(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
+        """Stop lands at 300 points of the first round (150 loop passes, then 0-30 ms): every stop ends in 1 s.
+
+        On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that lands while its inner await
+        finishes (CPython gh-86296), and ``suppress(CancelledError)`` around an awaited task swallows the
+        caller's own; either left check ``b`` running after ``stop()`` in about 1 stop in 30.
+        """
+        settings = one_ready_one_failing(redis_proc, tmp_path)
+        points = [("passes", k) for k in range(150)] + [("ms", i * 0.2) for i in range(150)]
+        hung: list[tuple[str, float, list[str]]] = []
+        for unit, at in points:
+            before = set(asyncio.all_tasks())
+            agent = Agent(settings)
+            await agent.start()
+            async with asyncio.timeout(5):
+                await agent.store.ready.wait()
+            if unit == "passes":
+                for _ in range(int(at)):
+                    await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(at / 1000)
+            try:
+                async with asyncio.timeout(1.0):
+                    await agent.stop()
+            except TimeoutError:
+                left = [t.get_name() for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+                hung.append((unit, at, left))
+                for task in asyncio.all_tasks() - before:
+                    task.cancel()
+                continue
+            left = [t.get_name() for t in asyncio.all_tasks() - before]
+            assert not left, f"tasks left after stop at {at} {unit}: {left}"
+        assert not hung, f"stop hung at {len(hung)} of {len(points)} points: {hung[:5]}"
+
     async def test_wait_command_returns_after_ready(self, redis_proc: RedisProcess, tmp_path: Path) -> None:
         """``wait`` (the real command coroutine) returns 0 soon after ready, with a failing optional check."""
         settings = one_ready_one_failing(redis_proc, tmp_path)

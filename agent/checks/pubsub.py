@@ -121,10 +121,12 @@ class Subscriber:
         """Close it and wait for the reader task and the close itself (a TLS close takes a few loop passes)."""
         self._end(None)
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # asyncio.wait, not ``await task`` under suppress(CancelledError): that would swallow our caller's own
+        # cancellation when it lands here, and a stopped check would run on.
+        await asyncio.wait([self._task])
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_WAIT)
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self._writer.wait_closed()
 
 
 class PubSubRoundTrip:

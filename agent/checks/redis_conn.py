@@ -119,7 +119,8 @@ class RespConnection:
         # never swallowed (suppressing it made a cancelled check loop run on for good).
         await asyncio.wait([self._task])
         with contextlib.suppress(OSError, TimeoutError):  # a TLS close takes a few loop passes
-            await asyncio.wait_for(self._writer.wait_closed(), 0.5)
+            async with asyncio.timeout(0.5):
+                await self._writer.wait_closed()
 
 
 class RedisEndpoint:

@@ -99,8 +99,9 @@ async def session(request: web.Request) -> web.WebSocketResponse:
         if relay is not None:
             if not relay_failed.is_set():  # the client left: stop listening. Else let the 1011 close finish.
                 relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            await asyncio.wait([relay])  # never suppress(CancelledError): it would swallow this handler's own
+            if not relay.cancelled():
+                relay.result()
         await pubsub.aclose()  # disconnects: a read cancelled mid-reply must not go back to the pool
     return ws
 

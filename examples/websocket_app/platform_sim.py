@@ -24,7 +24,6 @@ this project, or the agent's ``/readyz``; and whether the agent also pushes its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,8 +297,7 @@ class ClientLoad:
         """No more arrivals; let clients in flight finish (up to ``grace`` s), cancel the rest, close."""
         if self._arrivals is not None:
             self._arrivals.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._arrivals
+            await asyncio.wait([self._arrivals])
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:

@@ -143,8 +143,7 @@ async def run_once(mode: str, sc: Scenario) -> RunResult:
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait([task])  # not ``await task`` under suppress(CancelledError): that swallows our own
 
 
 async def run_race(sc: Scenario | None = None, naive: str = "naive") -> tuple[RunResult, RunResult]:
