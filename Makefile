@@ -22,13 +22,14 @@ $(VENV)/.installed-run: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
-$(BIN)/readiness-agent: pyproject.toml
+# Its own stamp: `make run` creates .venv/bin/readiness-agent too, so that file cannot say the test extra is in.
+$(VENV)/.installed-test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed-run
 
-venv: $(BIN)/readiness-agent
+venv: $(VENV)/.installed-test
 
 tools:
 	@scripts/install-tools.sh test
