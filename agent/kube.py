@@ -25,9 +25,12 @@ records the latest value and wakes the worker, so bursts coalesce and the pod co
 Before the first ``publish`` the gate writes ``False``/``Starting``. Failures back off exponentially
 (``backoff_base`` doubling to ``backoff_cap``, ±20 % jitter; ``Retry-After`` honoured on 429; straight to the
 cap for 403/404/422, which only an operator fixes), are logged once per distinct error and counted in
-``readiness_agent_kube_patch_total{result}``. Events are aggregated per (type, reason) and rate-limited by a
-token bucket (``event_burst`` calls, one more every ``event_refill`` seconds); transitions that happen while
-the bucket is empty are folded into the next call's ``count``, never dropped.
+``readiness_agent_kube_patch_total{result}``. A verdict back at the pod's value (nothing to write, so no
+success could reset it) clears the failure state: the next transition is written at once. Events (``Normal``
+for ready and the agent's phases, ``Warning`` for a failing dependency) are aggregated per (type, reason) and
+rate-limited by a token bucket (``event_burst`` calls, one more every ``event_refill`` seconds); transitions
+that happen while the bucket is empty are folded into the next call's ``count``, never dropped: ``stop``
+writes every pending one within its timeout.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from agent import kube_client as kc
 from agent.kube_client import RESULTS, GateSetupError, Outcome, Session
-from agent.kube_verdict import CONDITION_REASONS, GateListener, condition_reason, verdict_of
+from agent.kube_verdict import CONDITION_REASONS, GateListener, condition_reason, disabled_status, verdict_of
 
 __all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateListener", "GateSetupError", "PodGate",
            "condition_reason", "disabled_status", "gate_config", "retry_delay", "verdict_of"]
@@ -58,6 +61,8 @@ _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 RETRY_AFTER_MAX = 60.0  # a server asking for longer than this is not believed
 _PERMANENT = {"forbidden", "not_found", "invalid"}  # need an operator (RBAC, a new pod, a bad condition type)
+BACKOFF_CAP = 10.0  # ±20 %: a fleet retrying through a long outage spreads out, and a healed one is back soon
+_NORMAL_REASONS = {"Starting", "Stabilizing", "Draining"}  # the agent's own phases, not a dependency failing
 
 
 @dataclass(frozen=True)
@@ -100,11 +105,6 @@ def retry_delay(failures: int, outcome: Outcome, base: float, cap: float,
     return delay
 
 
-def disabled_status() -> dict[str, object]:
-    """``/status`` for an agent without the gate."""
-    return {"enabled": False}
-
-
 @dataclass(frozen=True)
 class _Value:
     ready: bool
@@ -117,7 +117,7 @@ class PodGate:
 
     def __init__(self, config: GateConfig, registry: CollectorRegistry | None,
                  clock: Callable[[], float] = time.monotonic, api_factory: Callable[[], Session] | None = None,
-                 *, request_timeout: float = 5.0, backoff_base: float = 0.25, backoff_cap: float = 30.0,
+                 *, request_timeout: float = 5.0, backoff_base: float = 0.25, backoff_cap: float = BACKOFF_CAP,
                  event_burst: int = 10, event_refill: float = 10.0) -> None:
         self.config = config
         self.clock = clock
@@ -145,8 +145,7 @@ class PodGate:
         self._next_at = 0.0
         self._event_next_at = 0.0
         self._logged: dict[str, str | None] = {"patch": None, "event": None}
-        self._last_error: str | None = None
-        self._last_error_at: float | None = None
+        self._errors: dict[str, tuple[str, float] | None] = {"patch": None, "event": None}  # standing errors
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop_deadline = 0.0
@@ -181,10 +180,13 @@ class PodGate:
         try:
             value = _Value(bool(ready), condition_reason(bool(ready), reason), " ".join(str(message).split())[:1024])
             self._desired = value
+            if value == self._synced and self._failures:
+                self._healed()  # back to what the pod holds: the failed write is moot, and so is its backoff
             key = (value.ready, value.reason)
             if key != self._published:
                 self._published = key
-                ekey = ("Normal" if value.ready else "Warning", value.reason)
+                normal = value.ready or value.reason in _NORMAL_REASONS
+                ekey = ("Normal" if normal else "Warning", value.reason)
                 count, _ = self._pending_events.pop(ekey, (0, ""))
                 self._pending_events[ekey] = (count + 1, value.message)  # re-inserted: flushed in time order
             self._wake.set()
@@ -214,6 +216,8 @@ class PodGate:
     def status(self) -> dict[str, object]:
         """For ``/status``: what the pod's condition holds as far as the agent knows, and how syncing goes."""
         synced = self._synced
+        standing = [e for e in self._errors.values() if e is not None]
+        last = max(standing, key=lambda e: e[1]) if standing else None
         return {
             "enabled": True,
             "condition_type": self.config.condition_type,
@@ -222,8 +226,8 @@ class PodGate:
             "reason": synced.reason if synced else None,
             "synced_at": self._synced_at,
             "in_sync": synced == self._desired,
-            "last_error": self._last_error,
-            "last_error_at": self._last_error_at,
+            "last_error": last[0] if last else None,
+            "last_error_at": last[1] if last else None,
             "patches": {k: v for k, v in self.patch_counts.items() if v},
             "events": {k: v for k, v in self.event_counts.items() if v},
         }
@@ -255,9 +259,11 @@ class PodGate:
         # stopping: one attempt, no backoff, within what is left of stop()'s timeout
         if self._synced != self._desired:
             await self._sync_condition(max(0.05, self._stop_deadline - self.clock()))
-        remaining = self._stop_deadline - self.clock()
-        if remaining > 0.05 and self._event_wait(self.clock()) == 0.0:
-            await self._flush_event(remaining)
+        # then every pending Event that fits in the time left (the bucket is not consulted: at most one call
+        # per (type, reason), and this is the last chance); a failed one ends it
+        while (remaining := self._stop_deadline - self.clock()) > 0.05 and self._event_wait(self.clock()) is not None:
+            if not await self._flush_event(remaining):
+                break
 
     def _event_wait(self, now: float) -> float | None:
         """Seconds until an Event can be written (0.0 now), or None when nothing is pending."""
@@ -285,15 +291,20 @@ class PodGate:
             self._next_at = self.clock() + self._delay(self._failures, outcome)
             return
         self._count("patch", "ok")
+        self._synced, self._synced_at = value, time.time()
+        self._healed()
+
+    def _healed(self) -> None:
+        """The pod holds the desired value again: forget the failure, its backoff and its error."""
         if self._logged["patch"] is not None:
-            log.info("kube gate: condition %s=%s (%s) synced again after %d failed attempts",
+            value = self._desired
+            log.info("kube gate: condition %s=%s (%s) in sync again after %d failed attempts",
                      self.config.condition_type, value.ready, value.reason, self._failures)
         self._logged["patch"] = None
-        self._last_error = None
-        self._synced, self._synced_at = value, time.time()
+        self._errors["patch"] = None
         self._failures, self._next_at = 0, 0.0
 
-    async def _flush_event(self, timeout: float) -> None:
+    async def _flush_event(self, timeout: float) -> bool:
         (etype, reason), (count, message) = next(iter(self._pending_events.items()))
         del self._pending_events[(etype, reason)]
         self._tokens -= 1.0
@@ -311,9 +322,11 @@ class PodGate:
             self._count("event", outcome.result)
             self._failed("event", outcome)
             self._event_next_at = self.clock() + self._delay(3, outcome)
-            return
+            return False
         self._count("event", "ok")
         self._logged["event"] = None
+        self._errors["event"] = None
+        return True
 
     def _delay(self, failures: int, outcome: Outcome) -> float:
         return retry_delay(failures, outcome, self.backoff_base, self.backoff_cap)
@@ -326,8 +339,7 @@ class PodGate:
 
     def _failed(self, what: str, outcome: Outcome) -> None:
         key = f"{outcome.result}:{outcome.status}"
-        self._last_error = f"{what}: {outcome.result}: {outcome.message}"
-        self._last_error_at = time.time()
+        self._errors[what] = (f"{what}: {outcome.result}: {outcome.message}", time.time())
         if self._logged[what] != key:  # one line per distinct error, not one per retry
             self._logged[what] = key
             target = "pods/status" if what == "patch" else "events"

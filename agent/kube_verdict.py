@@ -31,6 +31,11 @@ CONDITION_REASONS = {
 }
 
 
+def disabled_status() -> dict[str, object]:
+    """``/status`` for an agent without the gate."""
+    return {"enabled": False}
+
+
 def condition_reason(ready: bool, reason: str | None) -> str:
     """The condition's CamelCase reason for the agent's check reason word (``NotReady`` for unknown words)."""
     if ready:

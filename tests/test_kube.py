@@ -307,7 +307,7 @@ class TestPodGateFailures:
         assert 'cannot patch resource "pods/status"' in str(status["last_error"])
         api.clear()
         await synced(api, "False", "Starting")
-        await until_async(lambda: any("synced again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
+        await until_async(lambda: any("in sync again" in line for line in logs.lines(logging.INFO)), 2, "recovery line")
 
     async def test_every_failure_class_is_counted(self, api: KubeAPI, gates: Gates, logs: AgentLogs) -> None:
         """409, 422, 500, 503, 404 and a 401 no reload cures each land in their metric label; the pod converges."""
@@ -395,6 +395,30 @@ class TestPodGateFailures:
         gate.publish(False, "loading", "loading")
         await until_async(lambda: any(e["involvedObject"]["uid"] == fresh["metadata"]["uid"]
                                       for e in api.events.values()), 3, "an event on the new pod")
+
+    async def test_healed_403_does_not_delay_the_next_transition(self, api: KubeAPI, gates: Gates,
+                                                                 record_property: Any) -> None:
+        """RBAC denied while Redis flaps, restored once Redis is back: the next kill reaches the pod at once.
+
+        The real defaults (0.25 s doubling to 10 s; a 403 waits the cap, 8-12 s): before the failure state was
+        cleared on the verdict's return, this transition waited out that backoff (20.65 s measured in-cluster).
+        """
+        gate = await gates.start(backoff_base=0.25, backoff_cap=10.0)
+        gate.publish(True, None, "all required checks ready")
+        await synced(api, "True", "DependenciesReady")
+        api.deny("patch", "pods/status")
+        gate.publish(False, "refused", "redis: refused")
+        await until_async(lambda: gate.patch_counts["forbidden"] == 1, 3, "the denied write")
+        api.clear()
+        gate.publish(True, None, "all required checks ready")
+        assert gate.status()["in_sync"] is True and gate.status()["last_error"] is None
+        t0 = time.monotonic()
+        gate.publish(False, "timeout", "redis: timeout")
+        await synced(api, "False", "RedisTimeout", timeout=3.0)
+        took = api.pod_writes()[-1].at - t0 if api.pod_writes() else float("nan")
+        await until_async(lambda: any(e["reason"] == "RedisTimeout" for e in api.events.values()), 3, "its Event")
+        record_property("healed_403_next_transition_ms", round(took * 1000, 2))
+        print(f"\nafter a healed 403: next transition written in {took * 1000:.1f} ms")
 
     async def test_stop_writes_the_last_value(self, api: KubeAPI, gates: Gates) -> None:
         """stop() right after publishing draining still writes False/Draining."""
