@@ -23,6 +23,7 @@ from collections.abc import Callable
 import aiohttp
 
 from agent import __version__
+from agent.checks.dns import LookupTimeout, ThreadResolver
 from agent.http_target import HttpTarget
 from agent.model import CheckResult, Reason
 from agent.tls import TlsFileError, TlsMaterial
@@ -41,6 +42,8 @@ def classify_http(exc: BaseException) -> tuple[Reason, str]:
         why = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None)
         return Reason.TLS, f"TLS error: {why or 'handshake failed'}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        if isinstance(exc.os_error, LookupTimeout):
+            return Reason.DNS, "no answer from the resolver within the check timeout"
         return Reason.DNS, "host name does not resolve"
     if isinstance(exc, aiohttp.ClientConnectorError):
         root = exc.os_error
@@ -68,6 +71,7 @@ class HttpCheck:
         self.timeout = timeout
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
+        self._resolver = ThreadResolver()  # bounded lookups named dns, never holding up the exit (checks/dns.py)
         # The CA file is re-read when it changes (a rotation), at the next new connection (agent/tls.py).
         self._tls = TlsMaterial(target.ca_file) if target.url.lower().startswith("https:") else None
         low, high = target.status
@@ -76,7 +80,7 @@ class HttpCheck:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             context = self._tls.context() if self._tls is not None else False
-            connector = aiohttp.TCPConnector(ssl=context, limit=1, use_dns_cache=False)
+            connector = aiohttp.TCPConnector(ssl=context, limit=1, use_dns_cache=False, resolver=self._resolver)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": f"readiness-agent/{__version__}"},
                 auto_decompress=False, trust_env=False)
@@ -85,6 +89,7 @@ class HttpCheck:
     async def run(self) -> CheckResult:
         """One GET, bounded by ``timeout``."""
         started = self.clock()
+        self._resolver.deadline = asyncio.get_running_loop().time() + self.timeout
         try:
             async with asyncio.timeout(self.timeout):
                 status = await self._get()

@@ -175,7 +175,7 @@ class RedisCheck:
             # IAM: the current token, or IamError (reason auth, its own words) before the deadline, unconnected
             await self.endpoint.prepare(max(0.0, self._deadline - asyncio.get_running_loop().time() - PROBE_MARGIN))
             try:
-                conn = await self.endpoint.connect()
+                conn = await self.endpoint.connect(self._deadline)
             except (ConnectionRefusedError, ConnectionResetError) as exc:
                 raise _NothingListens() from exc
             self._conn = conn

@@ -26,6 +26,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from agent.checkconfig import CheckConfig
+from agent.checks.dns import lookup_budget, open_stream
 from agent.checks.redis_protocol import (
     DEFAULT_LIMITS,
     READ_CHUNK,
@@ -165,18 +166,23 @@ class RedisEndpoint:
         """The SSL context for ``rediss://`` (None for ``redis://``); ``TlsFileError`` when a file went away."""
         return self.tls.context() if self.tls is not None else None
 
-    async def open_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A new TCP (or TLS) stream with keepalive, verified against ``tls_server_name`` when set."""
+    async def open_streams(self, deadline: float | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A new TCP (or TLS) stream with keepalive, verified against ``tls_server_name`` when set.
+
+        The host name is looked up in a thread of its own (checks/dns.py), within what is left before
+        ``deadline`` (loop time; default: the timeout from now), so a silent resolver fails as ``dns``.
+        """
         context = self.ssl_context()
         hostname = self.tls.server_hostname(self.target.host) if self.tls is not None else None
-        reader, writer = await asyncio.open_connection(*self.address, ssl=context,
-                                                       server_hostname=hostname, limit=READ_CHUNK)
+        remaining = (deadline - asyncio.get_running_loop().time()) if deadline is not None else self.timeout
+        reader, writer = await open_stream(*self.address, lookup_budget(remaining), tls=context,
+                                           server_hostname=hostname, limit=READ_CHUNK)
         _keepalive(writer)
         return reader, writer
 
-    async def connect(self) -> RespConnection:
+    async def connect(self, deadline: float | None = None) -> RespConnection:
         """A new connection; the caller bounds it in time, calls ``prepare`` first and sends ``handshake``."""
-        reader, writer = await self.open_streams()
+        reader, writer = await self.open_streams(deadline)
         return RespConnection(reader, writer, self.limits, self.budget)
 
     async def close(self) -> None:

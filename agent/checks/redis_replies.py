@@ -12,6 +12,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
+from agent.checks.dns import LookupTimeout
 from agent.checks.redis_protocol import ReplyTooLarge
 from agent.iam import IamError
 from agent.model import Reason
@@ -87,6 +88,8 @@ def _by_root(root: BaseException) -> tuple[Reason, str] | None:
         return Reason.TLS, f"TLS: certificate verify failed ({message or 'untrusted'})"
     if isinstance(root, ssl.SSLError):
         return Reason.TLS, f"TLS error: {root.reason or type(root).__name__}"
+    if isinstance(root, LookupTimeout):
+        return Reason.DNS, "no answer from the resolver within the check timeout"
     if isinstance(root, socket.gaierror):
         return Reason.DNS, "host name does not resolve"
     if isinstance(root, TimeoutError | socket.timeout):

@@ -9,7 +9,8 @@ sentinel that is stale or partitioned away cannot make a replica look like the m
 
 "The quorum knows no master" is its own reason, ``no_master``: most sentinels that answered either do not
 know the master name, or flag the master ``o_down`` (objectively down: the quorum agrees it is down, and no
-replica has been promoted yet). Sentinels that cannot be reached give the usual connection reasons.
+replica has been promoted yet). Sentinels that cannot be reached give the usual connection reasons (a sentinel's
+name is looked up as every check does: checks/dns.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
+from agent.checks.dns import lookup_budget, open_stream
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, ReplyParser, encode
 from agent.checks.redis_replies import classify
@@ -181,7 +183,7 @@ class SentinelResolver:
         return [("AUTH", password)] if password is not None else []
 
     async def _connect(self, sentinel: Address) -> RespConnection:
-        reader, writer = await asyncio.open_connection(*sentinel)
+        reader, writer = await open_stream(*sentinel, lookup_budget(self.timeout))
         return RespConnection(reader, writer, DEFAULT_LIMITS, self.budget)
 
     # --------------------------------------------------------------------------------------- subscription
@@ -214,7 +216,7 @@ class SentinelResolver:
 
     async def _subscribe(self, sentinel: Address) -> None:
         async with asyncio.timeout(self.timeout):
-            reader, writer = await asyncio.open_connection(*sentinel)
+            reader, writer = await open_stream(*sentinel, lookup_budget(self.timeout))
         try:
             auth = self._auth()
             writer.write(b"".join(encode(*c) for c in [*auth, ("SUBSCRIBE", "+switch-master")]))

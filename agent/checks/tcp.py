@@ -1,7 +1,8 @@
 """A TCP connect check for an app's non-Redis dependencies: the port accepts a connection in time.
 
 Weaker than the Redis check by nature (a TCP accept proves little, which is why the Redis check exists);
-offered for dependencies that have no richer protocol check here.
+offered for dependencies that have no richer protocol check here. The name is looked up as every check does
+(checks/dns.py: bounded, reason ``dns``, never holding up the exit).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from agent.checkconfig import CheckConfig
+from agent.checks.dns import LookupTimeout, lookup_budget, open_stream
 from agent.model import CheckResult, Reason
 
 
@@ -34,10 +36,12 @@ class TcpCheck:
         started = self.clock()
         try:
             async with asyncio.timeout(self.timeout):
-                _, writer = await asyncio.open_connection(self.host, self.port)
+                _, writer = await open_stream(self.host, self.port, lookup_budget(self.timeout))
             writer.close()
         except TimeoutError:
             return CheckResult(False, self.clock() - started, Reason.TIMEOUT, "no TCP answer in time")
+        except LookupTimeout:
+            return CheckResult(False, self.clock() - started, Reason.DNS, "no answer from the resolver in time")
         except socket.gaierror:
             return CheckResult(False, self.clock() - started, Reason.DNS, "host name does not resolve")
         except OSError as exc:
