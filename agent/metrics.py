@@ -41,6 +41,10 @@ class Metrics:
         self.transitions = Counter(
             PREFIX + "transitions_total", "Agent verdict transitions.", ["from", "to"], registry=registry,
         )
+        for old in State:  # pre-created at 0, so increase() counts a series' first transition (alert rules)
+            for new in State:
+                if old != new:
+                    self.transitions.labels(old.value, new.value)
         for name in snapshot().checks:  # pre-created so rates start at zero
             self.check_duration.labels(name)
             for reason in Reason:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_deploy import DEPLOY, DESIGN_METRICS, METRIC_NAME, ROOT, run, tool
+from tests.test_deploy import DEPLOY, DESIGN_METRICS, GATE_METRICS, METRIC_NAME, ROOT, run, tool
 
 RULES = DEPLOY / "prometheus" / "alerts.yaml"
 RULE_TESTS = DEPLOY / "prometheus" / "tests"
@@ -96,7 +96,8 @@ class TestAlertRules:
         """Every input series of the unit tests is a metric the agent exposes (or Prometheus' `up`)."""
         names = {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", series["series"]).group(0)  # type: ignore[union-attr]
                  for group in rule_test_groups() for series in group["input_series"]}
-        assert names - PROMETHEUS_SERIES <= DESIGN_METRICS, names - PROMETHEUS_SERIES - DESIGN_METRICS
+        agent = DESIGN_METRICS | GATE_METRICS
+        assert names - PROMETHEUS_SERIES <= agent, names - PROMETHEUS_SERIES - agent
 
     def test_every_alert_links_its_runbook_section(self) -> None:
         """Each alert has a severity, a summary, a description and a runbook_url whose anchor is a runbook
@@ -121,9 +122,12 @@ class TestAlertRules:
          "unless on (namespace, job, instance) readiness_agent_ready == 1\n"),
         ("NotReady also fires for a pod that never started",
          "and on (namespace, job, instance) readiness_agent_startup_seconds\n", ""),
-        ("Flapping misses each series' first transition",
-         "            or\n            (\n              readiness_agent_transitions_total{from=\"ready\"}\n"
-         "              and on (namespace, job, instance) readiness_agent_build_info offset 15m\n            )\n", ""),
+        ("Flapping reads increase()'s extrapolation as exits (3 exits become 3.2)",
+         "          round(sum by (namespace, job, instance) (\n", "          (sum by (namespace, job, instance) (\n"),
+        ("CheckDownWhileServing sees only Redis checks",
+         "readiness_agent_check_up == 0", "readiness_agent_redis_up == 0"),
+        ("KubeGateWriteFailing pages for a one-off conflict that was retried at once",
+         "        for: 3m\n", "        for: 0m\n"),
         ("CheckDownWhileServing also fires for pods that left rotation (NotReady's case)",
          "            and on (namespace, job, instance) readiness_agent_ready == 1\n", ""),
         ("MostPodsNotReady counts a rollout's draining pods",
@@ -139,10 +143,12 @@ class TestAlertRules:
         assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr, mistake
 
     def test_metric_names_come_from_the_agent(self) -> None:
-        """Every readiness_agent_* name in the rules is one the agent exposes (today's per-check up gauge
-        included: readiness_agent_redis_up)."""
+        """Every readiness_agent_* name in the rules is one the agent exposes; the up gauge is check_up, which
+        every check kind has (redis_up: Redis checks only), and the gate's write failures are watched."""
         used = set(METRIC_NAME.findall(RULES.read_text()))
-        assert "readiness_agent_redis_up" in used and used <= DESIGN_METRICS, used - DESIGN_METRICS
+        assert {"readiness_agent_check_up", "readiness_agent_kube_patch_total"} <= used
+        assert "readiness_agent_redis_up" not in used
+        assert used <= DESIGN_METRICS | GATE_METRICS, used - DESIGN_METRICS - GATE_METRICS
 
 
 class TestGrafanaVersionsTable:

@@ -66,8 +66,11 @@ DESIGN_METRICS = {
     "readiness_agent_startup_deadline_exceeded",
     "readiness_agent_stability_window_seconds",
     "readiness_agent_redis_up",
+    "readiness_agent_check_up",
     "readiness_agent_build_info",
 }
+# Exposed only with the readiness gate on (tests/test_kube.py reads them from the gate's registry).
+GATE_METRICS = {"readiness_agent_kube_patch_total", "readiness_agent_kube_events_total"}
 METRIC_NAME = re.compile(r"\breadiness_agent_[a-z][a-z0-9_]*")
 ALERT_JOB_REGEX = re.compile(r".*readiness-agent.*")
 CLOUD_RUN_SIGKILL_AFTER = 10  # seconds from SIGTERM to SIGKILL on Cloud Run (container contract)
@@ -658,6 +661,13 @@ class TestAgentAcceptsManifests:
         """Every metric name of docs/design.md is in the real agent's /metrics (so the rules can rely on the list)."""
         assert expand_families(agents["gke"].metrics) >= DESIGN_METRICS
 
+    def test_transitions_exist_at_zero_from_the_start(self, agents: dict[str, AgentView]) -> None:
+        """Every exit from ready has its transitions series at 0 before it happens, so increase() counts the first."""
+        exits = re.findall(r'^readiness_agent_transitions_total\{from="ready",to="(\w+)"\} (\S+)$',
+                           agents["gke"].metrics, re.MULTILINE)
+        assert {to for to, _ in exits} == {"starting", "stabilizing", "degraded", "draining"}
+        assert {float(value) for _, value in exits} == {0.0}
+
 
 class TestAlertRules:
     def test_promtool_accepts_the_rules(self) -> None:
@@ -678,7 +688,7 @@ class TestAlertRules:
     def test_metric_names_exist(self) -> None:
         """Every readiness_agent_* name in the rule file is a metric the agent exposes."""
         used = set(METRIC_NAME.findall((DEPLOY / "prometheus" / "alerts.yaml").read_text()))
-        assert used and used <= DESIGN_METRICS, used - DESIGN_METRICS
+        assert used and used <= DESIGN_METRICS | GATE_METRICS, used - DESIGN_METRICS - GATE_METRICS
 
 
 class TestGrafanaDashboard:
@@ -699,7 +709,7 @@ class TestGrafanaDashboard:
         assert used <= DESIGN_METRICS, used - DESIGN_METRICS
         assert used >= {
             "readiness_agent_ready", "readiness_agent_state", "readiness_agent_check_duration_seconds_bucket",
-            "readiness_agent_check_failures_total", "readiness_agent_transitions_total", "readiness_agent_redis_up",
+            "readiness_agent_check_failures_total", "readiness_agent_transitions_total", "readiness_agent_check_up",
             "readiness_agent_startup_seconds",
         }
 
