@@ -66,6 +66,7 @@ async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
     from agent.scheduler import Agent
     from agent.server import GateView, bound_port, make_app, serve
     from agent.verdict_log import VerdictLog
+    from agent.watch import start_watch
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition
     registry = CollectorRegistry()
@@ -100,6 +101,9 @@ async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
             message = f"cannot listen on {listen}: {exc.strerror or exc}"
             log.error("%s", message)
             sys.stderr.write(f"readiness-agent: error: {message}\n")
+            return EXIT_USAGE
+        if not await start_watch(stack, lambda: agent.snapshot, settings.watch_port, agent.store.subscribe,
+                                 settings.sources.get("watch_port", Source.DEFAULT) is not Source.DEFAULT):
             return EXIT_USAGE
         log.info("listening on %s (port %d)", listen, bound_port(listening))
         log.info("HTTP limits: at most %d connections (open-file limit %d), idle connections closed after %gs",

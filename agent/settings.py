@@ -23,6 +23,7 @@ from agent.values import (
     parse_duration,
     parse_fraction,
     parse_listen,
+    parse_port,
     parse_positive_int,
     parse_text,
 )
@@ -102,6 +103,8 @@ class Settings:
     listen: Listen = setting(  # noqa: RUF009
         parse_listen, "0.0.0.0:9180", "HTTP listen address, e.g. 0.0.0.0:9180 or [::]:9180", "HOST:PORT",
         run_only=True)
+    watch_port: int = setting(parse_port, 9181, "port of GET /watch (verdict as Server-Sent Events for the app), "
+                              "on 127.0.0.1 and ::1 only; 0: off", "PORT", run_only=True)
     platform: str = setting(choice("auto", "gcp", "local"), "auto", "auto-detect, or force gcp / local")
     window: float = setting(parse_duration, 0.5, "stability window (grace period) before ready", "DURATION",
                             aliases=("grace_period",))

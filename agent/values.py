@@ -135,6 +135,16 @@ def parse_listen(raw: object) -> Listen:
     return Listen(host, port)
 
 
+def parse_port(raw: object) -> int:
+    """A TCP port, 0-65535 (0: the listener is off)."""
+    if isinstance(raw, bool) or not re.fullmatch(r"[0-9]{1,5}", str(raw).strip(" \t"), re.ASCII):
+        raise ValueError("expected a port number 0-65535 (0: off)")
+    value = int(str(raw).strip(" \t"))
+    if value > 65535:
+        raise ValueError("expected a port number 0-65535 (0: off)")
+    return value
+
+
 def parse_tcp_address(raw: object) -> tuple[str, int]:
     """``HOST:PORT`` for TCP checks."""
     listen = parse_listen(raw)

@@ -36,6 +36,7 @@ from harness.wait import until
 ROOT = Path(__file__).resolve().parents[1]
 _PORT_LOG = re.compile(r"listening on \S+ \(port (\d+)")
 _LIVE: set[AgentProcess] = set()
+WATCH_OFF = ("READINESS_AGENT_WATCH_PORT", "0")
 
 
 def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -45,6 +46,7 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     for var in ("REDIS_URL", "K_SERVICE", "K_REVISION", "CLOUD_RUN_JOB", "KUBERNETES_SERVICE_HOST"):
         env.pop(var, None)
     env["PYTHONUNBUFFERED"] = "1"
+    env[WATCH_OFF[0]] = WATCH_OFF[1]  # agents side by side would share the default /watch port; a test opts in
     env.update(extra or {})
     return env
 
