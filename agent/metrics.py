@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.logs import dropped_total
 from agent.model import CheckResult, Reason, State
 from agent.snapshot import AgentSnapshot
 from agent.store import Change
@@ -112,6 +113,9 @@ class StateCollector(Collector):
                 for slot_state, count in (("ok", cluster.ok), ("pfail", cluster.pfail), ("fail", cluster.fail)):
                     slots.add_metric([name, slot_state], count)
         yield slots
+        yield CounterMetricFamily(PREFIX + "log_records_dropped", "Log records dropped because the log output did "
+                                  "not accept them (least important first; agent/log_writer.py).",
+                                  value=dropped_total())
         info = GaugeMetricFamily(PREFIX + "build_info", "Build information.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info

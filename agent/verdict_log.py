@@ -16,8 +16,10 @@ When a failure causes a transition, the transition line carries the reason and d
 line is written. The clock is injected (the store's monotonic clock in production) so the rate limits are
 tested with exact times. The startup deadline is an ERROR with why the agent is not ready.
 
-Every line carries ``labels`` (Cloud Logging labels in JSON, appended by the text formatter): ``check``,
-``state`` and ``event`` always, ``reason`` for failures, so tests and log queries read fields, not wording.
+Every line carries ``labels`` (:func:`agent.logs.labels`, the one way to label a record: Cloud Logging labels in
+JSON, appended by the text formatter): ``event`` and ``state`` always, ``check`` on every line about a check,
+``reason`` for failures, so tests and log queries read fields, not wording. Transitions, the drain and the
+deadline are never dropped by a stalled log output (agent/log_writer.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.logs import labels
 from agent.model import CheckResult, Reason, State
 from agent.snapshot import AgentSnapshot
 from agent.store import Change
@@ -35,11 +38,6 @@ log = logging.getLogger("readiness_agent")
 
 REMIND_EVERY = 30.0  # seconds between reminders while one failure persists
 MIN_GAP = 1.0  # seconds: reason changes closer than this to the previous line are folded into the next one
-
-
-def labels(**values: str) -> dict[str, object]:
-    """``extra=`` for a log record: Cloud Logging labels in JSON, appended by the text formatter."""
-    return {"labels": dict(values)}
 
 
 @dataclass(slots=True)
@@ -122,10 +120,9 @@ class VerdictLog:
         if self.serving and change.ready_flipped is not None:
             probe = "; /readyz now 200" if change.ready_flipped else "; /readyz now 503"
         level = logging.INFO if t.new in (State.READY, State.STABILIZING) else logging.WARNING
-        extra = {"check": change.check, "state": str(t.new), "event": "transition"}
-        if why:
-            extra["reason"] = str(t.reason)
-        log.log(level, "check %s: %s -> %s%s%s", change.check, t.old, t.new, why, probe, extra={"labels": extra})
+        reason = {"reason": str(t.reason)} if why else {}
+        log.log(level, "check %s: %s -> %s%s%s", change.check, t.old, t.new, why, probe,
+                extra=labels(event="transition", check=change.check, state=str(t.new), **reason))
 
     def deadline_passed(self, snapshot: AgentSnapshot) -> None:
         """An ERROR for ``run``; ``wait`` has its own limit (``--max-wait``) and says so when it gives up."""
