@@ -29,12 +29,12 @@ CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$", re.ASCII)
 CHECK_KEYS = (
     "name", "type", "url", "address", "required", "password_file", "ca_file", "cert_file", "key_file",
     "require_master", "maintenance_key", "auth", "tls_server_name", "tls_skip_hostname_check", "write_canary",
-    "pubsub_roundtrip", "canary_interval", "expect_status", "sentinel_password_file",
+    "pubsub_roundtrip", "canary_interval", "expect_status", "sentinel_password_file", "fresh_connection_interval",
 )
 # Each entry inherits the setting ``redis_<key>`` unless it sets the key itself.
 SHARED_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "auth", "tls_server_name",
                "tls_skip_hostname_check", "write_canary", "pubsub_roundtrip", "canary_interval",
-               "sentinel_password_file")
+               "sentinel_password_file", "fresh_connection_interval")
 FILE_KEYS = ("password_file", "ca_file", "cert_file", "key_file", "tls_server_name", "sentinel_password_file")
 FLAG_KEYS = ("tls_skip_hostname_check", "write_canary", "pubsub_roundtrip")
 MAX_CHECKS = 128  # each check holds a connection and a task; the scale benchmark runs 100
@@ -66,6 +66,7 @@ class CheckConfig:
     pubsub_roundtrip: bool = False
     canary_interval: float = 10.0
     http: HttpTarget | None = None
+    fresh_connection_interval: float = 30.0  # a new connection proves a new client's view this often (0: never)
 
     def __post_init__(self) -> None:
         tls = self.tls()
@@ -157,6 +158,8 @@ def _parse_check(entry: object, index: int, path: str | None, shared: Mapping[st
             maintenance_key=get("maintenance_key", parse_text),
             auth=get("auth", choice("password", "iam"), shared["auth"]),
             canary_interval=get("canary_interval", parse_duration, shared["canary_interval"]),
+            fresh_connection_interval=get("fresh_connection_interval", parse_duration,
+                                          shared["fresh_connection_interval"]),
         )
     if kind == "http":
         url = get("url", parse_http_url)

@@ -27,7 +27,7 @@ CONDITION_REASONS = {
     "oom": "RedisOutOfMemory", "protocol": "RedisProtocolError", "dns": "RedisDNSFailed",
     "maintenance": "Maintenance", "error": "CheckError", "draining": "Draining", "starting": "Starting",
     "stabilizing": "Stabilizing", "degraded": "Degraded", "noreplicas": "RedisNoReplicas",
-    "no_master": "RedisNoMaster",
+    "no_master": "RedisNoMaster", "maxclients": "RedisMaxClients",
 }
 
 

@@ -33,6 +33,7 @@ class Reason(enum.StrEnum):
     """Why a check failed. Fixed set: safe as a Prometheus label value."""
 
     REFUSED = "refused"
+    MAXCLIENTS = "maxclients"  # -ERR max number of clients reached: Redis is up, and full
     TIMEOUT = "timeout"
     LOADING = "loading"
     AUTH = "auth"

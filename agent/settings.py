@@ -153,6 +153,9 @@ class Settings:
     redis_canary_interval: float = setting(parse_duration, 10.0,
                                            "how often the write canary and pub/sub round trip run while they pass",
                                            "DURATION")
+    redis_fresh_connection_interval: float = setting(
+        parse_duration, 30.0, "how often a new connection proves that a new client can connect, authenticate and "
+        "PING (the held one outlives a changed password or a full maxclients); 0: never", "DURATION")
     redis_sentinel_password: str | None = setting(parse_text, None, "the sentinels' own password (not the data "
                                                   "node's, which is in the URL or --redis-password-file)",
                                                   "PASSWORD", secret=True)

@@ -51,7 +51,7 @@ class TestInfoRules:
         assert classify(ResponseError("BUSY Redis is busy running a script"))[0] is Reason.BUSY
         assert classify(ResponseError("MISCONF Redis is configured to save RDB"))[0] is Reason.READONLY
         assert classify(ResponseError("MASTERDOWN Link with MASTER is down"))[0] is Reason.MASTER_LINK_DOWN
-        assert classify(ResponseError("ERR max number of clients reached"))[0] is Reason.REFUSED
+        assert classify(ResponseError("ERR max number of clients reached"))[0] is Reason.MAXCLIENTS
         assert classify(ResponseError("something odd\nsecond line"))[1] == "something odd"
 
 

@@ -26,6 +26,9 @@ Design choices, each from a real failure mode (docs/design.md):
   and the master looked up again after any failure, and a ``+switch-master`` is an observation at once; a
   cluster node (INFO ``cluster_enabled:1``) also answers ``CLUSTER INFO`` each check, and ``cluster_state``
   decides;
+* a new client's view (``fresh_connection_interval``, 30 s): after a passing round trip on a connection
+  held that long, a new connection must connect, authenticate and PING too (redis_conn.py), or the check
+  fails, and proves it again at every check until it passes;
 * opt-in, on their own cadence after a passing round trip: the write canary and the pub/sub round trip
   (canary.py, pubsub.py), for a server that answers PING but refuses writes or drops messages.
 """
@@ -99,6 +102,7 @@ class RedisCheck:
         self._warned = False
         self.probes = self._probes()
         self._deadline = 0.0
+        self._proven = 0.0  # when a new connection last connected and authenticated (clock)
 
     def _probes(self) -> UsabilityProbes:
         """The opt-in write canary and pub/sub round trip, on this check's per-pod key and channel."""
@@ -192,6 +196,8 @@ class RedisCheck:
         for command, reply in zip(handshake, replies, strict=False):
             if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
                 raise reply
+        if handshake:
+            self._proven = self.clock()  # a new connection was just opened and authenticated
         replies = replies[len(handshake):]
         unsettled = self._role_unsettled(probe, replies)
         if unsettled:  # a demoted master, or WAIT refused: ROLE tells, now
@@ -205,6 +211,10 @@ class RedisCheck:
             failure = self.topology.judge((await conn.pipeline(CLUSTER_INFO))[0])
         if failure is None and self.probes:
             failure = await self.probes.run(conn, self._deadline)
+        every = self.config.fresh_connection_interval
+        if failure is None and not handshake and every and self.clock() - self._proven >= every:
+            failure = await self.endpoint.prove_fresh(self._deadline - PROBE_MARGIN)  # until it passes
+            self._proven = self.clock() if failure is None else self._proven
         conn.used = True
         return failure
 

@@ -36,11 +36,16 @@ from agent.checks.redis_protocol import (
     encode,
     read_replies,
 )
+from agent.checks.redis_replies import classify
 from agent.iam import TokenProvider
+from agent.model import Reason
 from agent.secretfile import SecretFile
 from agent.urls import RedisTarget
 
 CLIENT_NAME = "readiness-agent"
+# Error replies Redis sends to a new connection just before closing it (maxclients reached, protected mode):
+# the commands pipelined behind them fail with that reply, not with "connection closed by the server".
+FAREWELLS = ("ERR max number of clients", "DENIED")
 # TCP keepalive on every connection: a path that died without a RST (a partition that never heals) is noticed
 # between checks too, after KEEPIDLE + KEEPINTVL × KEEPCNT = 25 s of silence.
 KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
@@ -67,6 +72,7 @@ class RespConnection:
         self._task = asyncio.create_task(self._read_loop(), name="redis-reader")
         self.used = False  # a check has completed on it (issue 17: a reused connection that fails is retried)
         self.answered = False  # a reply has arrived (a fresh connection ended before one: nothing usable listens)
+        self._farewell: rx.ResponseError | None = None  # an error reply the server closes the connection after
 
     @property
     def is_open(self) -> bool:
@@ -91,6 +97,8 @@ class RespConnection:
                 raise reply
             raise rx.InvalidResponse("an unrequested reply")
         self.answered = True
+        if isinstance(reply, rx.ResponseError) and str(reply).startswith(FAREWELLS):
+            self._farewell = reply
         waiter = self._waiting.popleft()
         if not waiter.done():
             waiter.set_result(reply)
@@ -99,6 +107,8 @@ class RespConnection:
         await read_replies(self._reader, self._parser, self._budget, self._deliver, self._end, ConnectionLost)
 
     def _end(self, error: BaseException | None) -> None:
+        if isinstance(error, ConnectionLost) and self._farewell is not None:
+            error = self._farewell  # why the server closed it: every command still waiting fails with that
         if not self.lost.done():
             self.lost.set_result(error)
         for waiter in self._waiting:
@@ -184,6 +194,38 @@ class RedisEndpoint:
         """A new connection; the caller bounds it in time, calls ``prepare`` first and sends ``handshake``."""
         reader, writer = await self.open_streams(deadline)
         return RespConnection(reader, writer, self.limits, self.budget)
+
+    async def prove_fresh(self, deadline: float) -> tuple[Reason, str] | None:
+        """A new client's view: open a new connection (TLS, AUTH, SELECT, PING), close it, and say what it met.
+
+        The held connection outlives what only a new client meets: a password set or changed on the server
+        (``-NOAUTH``, ``-WRONGPASS``), ``maxclients`` reached. Ends by ``deadline`` (loop time); the failure's
+        detail starts ``a new connection:``. The held connection is kept either way (closing it first would
+        free a slot, and hide a full server from the new one).
+        """
+        conn: RespConnection | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.prepare(max(0.0, deadline - asyncio.get_running_loop().time()))
+                conn = await self.connect(deadline)
+                commands = [*self.handshake(), ("PING",)]
+                replies = await conn.pipeline(*commands)
+            for command, reply in zip(commands, replies, strict=True):
+                if isinstance(reply, rx.ResponseError) and command[0] != "CLIENT":
+                    raise reply
+            if replies[-1] != b"PONG":
+                return Reason.PROTOCOL, "a new connection: PING did not answer PONG"
+        except TimeoutError:
+            return Reason.TIMEOUT, "a new connection: no answer within the check timeout"
+        except Exception as exc:  # not the check's own cancellation (not an Exception): that goes on up
+            reason, detail = classify(exc)
+            if conn is None and self.tls is not None and isinstance(exc, ConnectionResetError):
+                detail = "reset during the TLS handshake (a TLS Redis at maxclients does so, without a word)"
+            return reason, f"a new connection: {detail}"
+        finally:
+            if conn is not None:
+                conn.close()  # not waited for: a TLS close must not take the check past its deadline
+        return None
 
     async def close(self) -> None:
         """Stop refreshing IAM tokens."""

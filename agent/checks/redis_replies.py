@@ -33,7 +33,7 @@ _PREFIXES: tuple[tuple[str, Reason], ...] = (
     ("WRONGPASS", Reason.AUTH),
     ("NOPERM", Reason.AUTH),
     ("DENIED", Reason.AUTH),
-    ("ERR max number of clients", Reason.REFUSED),
+    ("ERR max number of clients", Reason.MAXCLIENTS),
     ("ERR AUTH", Reason.AUTH),
     ("ERR invalid password", Reason.AUTH),
     ("ERR Client sent AUTH", Reason.AUTH),
