@@ -553,7 +553,7 @@ class TestGkeManifests:
             url = next(e for e in container["env"] if e["name"] in {"REDIS_URL", "READINESS_AGENT_REDIS_URL"})
             assert "secretKeyRef" in url["valueFrom"]
         agent = agent_sidecar(spec)
-        assert agent["resources"]["requests"]["cpu"] == "50m" and agent["resources"]["limits"]["memory"] == "128Mi"
+        assert agent["resources"]["requests"]["cpu"] == "50m" and agent["resources"]["limits"]["memory"] == "160Mi"
 
     def test_monitors_select_the_agent(self, gke_docs: list[dict[str, Any]]) -> None:
         """PodMonitoring and ServiceMonitor select the agent's pods/metrics Service by port name `metrics`."""

@@ -27,7 +27,9 @@ import yaml
 
 from tests.test_deploy import (
     AGENT_CONTAINER,
+    ALERT_JOB_REGEX,
     CHART,
+    DEPLOY,
     ROOT,
     agent_sidecar,
     chart_all,  # noqa: F401  (session fixture: the chart with ci/all-options-values.yaml)
@@ -53,6 +55,8 @@ GOOGLE_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
 # drain_seconds (README "Configuration"): terminationGracePeriodSeconds must hold preStop + both.
 APP_CLOSE_OUT_SECONDS = 20
 AGENT_DRAIN_SECONDS = 5
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+HEADROOM = 1.5  # every memory limit over the measured peak of its configuration
 
 
 def render(helm: Helm, *args: str) -> list[dict[str, Any]]:
@@ -72,6 +76,26 @@ def refused(helm: Helm, *args: str) -> str:
 def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
             for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def measured_peaks() -> dict[tuple[str, str], float]:
+    """docs/benchmarks.md "Agent memory per configuration": (log format, gate) -> peak RSS in MiB."""
+    section = BENCHMARKS.read_text().split("## Agent memory per configuration", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (text|JSON) logs, gate (on|off)[^|]*\| [\d.]+ \| ([\d.]+) \|", section, re.MULTILINE)
+    peaks = {(fmt.lower(), gate): float(peak) for fmt, gate, peak in rows}
+    assert len(peaks) == 4, rows
+    return peaks
+
+
+def mebibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def agent_memory(docs: list[dict[str, Any]]) -> tuple[float, float]:
+    """(request, limit) of the agent container's memory, in MiB."""
+    resources = agent_sidecar(pod_spec(workload(docs)))["resources"]
+    return mebibytes(resources["requests"]["memory"]), mebibytes(resources["limits"]["memory"])
 
 
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -229,11 +253,25 @@ class TestReadinessGate:
 
 
 class TestLibrary:
-    def test_three_include_lines(self) -> None:
-        """The existing app adds the agent with exactly three include lines of the library templates."""
+    def test_four_include_lines(self) -> None:
+        """The existing app adds the agent with exactly four include lines of the library templates."""
         text = (EXAMPLE / "templates" / "deployment.yaml").read_text()
         includes = re.findall(r'include "(readiness-agent\.[A-Za-z]+)" \. ', text)
-        assert includes == ["readiness-agent.podFields", "readiness-agent.sidecar", "readiness-agent.volumes"]
+        assert includes == ["readiness-agent.podAnnotations", "readiness-agent.podFields", "readiness-agent.sidecar",
+                            "readiness-agent.volumes"]
+
+    def test_a_changed_agent_config_rolls_the_apps_pods(self, helm: Helm, example: list[dict[str, Any]]) -> None:
+        """In library mode the parent's pod template carries the agent config's checksum: a new config, a new
+        pod template (the agent reads its config file once at start)."""
+        def checksum(docs: list[dict[str, Any]]) -> str:
+            return str(workload(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/readiness-agent-config"])
+
+        result = run([helm[0], "template", "prod", EXAMPLE, "--set-json",
+                      'readiness-agent.agent.config={"checks":[{"name":"sessions","url":"redis://s:6379/0"}]}'],
+                     env=helm[1])
+        assert result.returncode == 0, result.stderr
+        assert re.fullmatch(r"[0-9a-f]{64}", checksum(example)) and checksum(load_docs(result.stdout)) != checksum(
+            example)
 
     def test_example_lints_and_validates(self, helm: Helm, example: list[dict[str, Any]],
                                          tmp_path: Path) -> None:
@@ -413,9 +451,11 @@ class TestLabelsAndDisruptions:
         assert "app.kubernetes.io/version" not in deployment["spec"]["selector"]["matchLabels"]
 
     def test_pdb_selects_the_workload(self, chart_default: list[dict[str, Any]]) -> None:
-        """The PDB lets one pod at a time go and selects exactly the Deployment's pods."""
+        """The PDB lets one pod at a time go and selects exactly the Deployment's pods; not-Ready pods (a shared
+        Redis outage under readiness_mode: always) never block a drain."""
         pdb = one(chart_default, "PodDisruptionBudget")
         assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
         assert pdb["spec"]["selector"] == workload(chart_default)["spec"]["selector"]
 
 
@@ -444,3 +484,75 @@ class TestInstallHelmPin:
         result = run(["bash", tmp_path / "scripts" / "install-helm.sh"], env=env)
         assert result.returncode == 1 and "tarball sha512" in result.stderr and "is not the pinned" in result.stderr
         assert not (tmp_path / ".tools" / "helm" / "helm").exists()
+
+
+class TestAgentName:
+    @pytest.mark.parametrize(("option", "length"), [
+        ("release", 40), ("release", 47), ("release", 50), ("release", 53),
+        ("fullnameOverride", 54), ("fullnameOverride", 60), ("fullnameOverride", 63),
+    ])
+    def test_long_names_keep_the_suffix_the_alerts_match(self, helm: Helm, option: str, length: int) -> None:
+        """A long release name or fullnameOverride cuts the prefix, never "-readiness-agent": the metrics Service,
+        the account and the RBAC stay valid names, and the alerts' job regex matches them."""
+        name = ("x" * (length - 1) + "y")
+        args = ["--set", "readinessGate.enabled=true", "--set", "metrics.service.enabled=true"]
+        if option == "release":
+            result = run([helm[0], "template", name, CHART, *args], env=helm[1])
+            assert result.returncode == 0, result.stderr
+            docs = load_docs(result.stdout)
+        else:
+            docs = render(helm, *args, "--set", f"fullnameOverride={name}")
+        names = {d["metadata"]["name"] for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")}
+        names.add(next(d["metadata"]["name"] for d in docs if d["kind"] == "Service" and "clusterIP" in d["spec"]
+                       and d["spec"]["clusterIP"] == "None"))
+        for agent_name in names:
+            assert agent_name.endswith("-readiness-agent") and len(agent_name) <= 63, agent_name
+            assert ALERT_JOB_REGEX.fullmatch(agent_name), agent_name
+
+
+class TestAppProbes:
+    def test_app_gets_tcp_startup_and_readiness_probes(self, chart_default: list[dict[str, Any]]) -> None:
+        """Without probes of its own the app container is probed on its first port, so the pod is not Ready
+        before the app listens, nor while it hangs."""
+        app = pod_spec(workload(chart_default))["containers"][0]
+        assert app["startupProbe"]["tcpSocket"] == {"port": 8080} == app["readinessProbe"]["tcpSocket"]
+        assert app["startupProbe"]["periodSeconds"] * app["startupProbe"]["failureThreshold"] >= 60
+        assert "livenessProbe" not in app
+
+    def test_the_apps_own_probes_win_and_can_be_turned_off(self, helm: Helm, tmp_path: Path) -> None:
+        """An app with its own readinessProbe keeps it; app.probes.enabled=false adds none; app.probes.port moves
+        them; every variant validates."""
+        own = render(helm, "--set-json", 'app.container.readinessProbe={"httpGet":{"path":"/health","port":8080}}')
+        app = pod_spec(workload(own))["containers"][0]
+        assert app["readinessProbe"] == {"httpGet": {"path": "/health", "port": 8080}}
+        assert app["startupProbe"]["tcpSocket"] == {"port": 8080}
+        off = pod_spec(workload(render(helm, "--set", "app.probes.enabled=false")))["containers"][0]
+        assert {"startupProbe", "readinessProbe"}.isdisjoint(off)
+        moved = render(helm, "--set", "app.probes.port=http")
+        assert pod_spec(workload(moved))["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": "http"}
+        validate_builtin(own + moved, tmp_path)
+
+    def test_examples_probe_the_app(self, example: list[dict[str, Any]]) -> None:
+        """The existing-app example and deploy/gke give the app container its own startup and readiness probes."""
+        gke = next(d for d in load_docs((DEPLOY / "gke" / "deployment.yaml").read_text()) if d["kind"] == "Deployment")
+        for doc in (workload(example), gke):
+            app = pod_spec(doc)["containers"][0]
+            assert "tcpSocket" in app["startupProbe"] and "tcpSocket" in app["readinessProbe"], doc["metadata"]["name"]
+
+
+class TestAgentMemory:
+    @pytest.mark.parametrize("gate", ["off", "on"])
+    def test_limit_holds_the_measured_peak_with_headroom(self, helm: Helm, gate: str) -> None:
+        """The agent's default memory limit is >= 1.5 x the peak RSS measured for its configuration (either log
+        format), and the request holds the idle figure of the costlier one."""
+        docs = render(helm, "--set", f"readinessGate.enabled={'true' if gate == 'on' else 'false'}")
+        request, limit = agent_memory(docs)
+        peak = max(measured_peaks()[(fmt, gate)] for fmt in ("text", "json"))
+        assert limit >= HEADROOM * peak and request >= peak * 0.9, (request, limit, peak)
+
+    def test_shipped_manifests_hold_the_measured_peak(self, example: list[dict[str, Any]]) -> None:
+        """deploy/gke (JSON logs, gate off) and the example app (gate on) keep the same headroom."""
+        peaks = measured_peaks()
+        gke = load_docs((DEPLOY / "gke" / "deployment.yaml").read_text())
+        assert agent_memory(gke)[1] >= HEADROOM * peaks[("json", "off")]
+        assert agent_memory(example)[1] >= HEADROOM * peaks[("json", "on")]

@@ -121,9 +121,16 @@ passed. Probe timings are explained next to agent.startupProbe / readinessProbe 
       path: /livez
       port: {{ $port }}
     {{- toYaml .Values.agent.livenessProbe | nindent 4 }}
-  {{- with .Values.agent.resources }}
   resources:
-    {{- toYaml . | nindent 4 }}
+  {{- if .Values.agent.resources }}
+    {{- toYaml .Values.agent.resources | nindent 4 }}
+  {{- else }}
+    {{- /* measured peaks (docs/benchmarks.md): gate off 84 MiB, gate on 123 MiB; limits >= 1.5 x peak */}}
+    requests:
+      cpu: 50m
+      memory: {{ ternary "128Mi" "96Mi" (and .Values.readinessGate.enabled true) }}
+    limits:
+      memory: {{ ternary "192Mi" "160Mi" (and .Values.readinessGate.enabled true) }}
   {{- end }}
   {{- with .Values.agent.securityContext }}
   securityContext:

@@ -15,7 +15,8 @@ of that name makes Kubernetes inject READINESS_AGENT_PORT into pods. The alert r
 job=~".*readiness-agent.*", and the job label is this name.
 */}}
 {{- define "readiness-agent.agentName" -}}
-{{- printf "%s-readiness-agent" (include "readiness-agent.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- /* the prefix is cut, never the suffix: "-readiness-ag" would leave every alert's job regex unmatched */ -}}
+{{- printf "%s-readiness-agent" (include "readiness-agent.fullname" . | trunc 47 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "readiness-agent.chart" -}}
@@ -164,7 +165,17 @@ redis_url platform window interval retry_interval timeout failure_threshold flap
 {{- end }}
 
 {{/*
-The app container as given, plus a preStop hook when it has none (README "Shutdown order"): the pod is removed
+Pod annotations of the agent: a checksum of its config file, so a changed agent.config rolls the pods (the agent
+reads the file once at start). Always rendered (a constant without a config), so a parent can put it under its
+own `annotations:` unconditionally.
+*/}}
+{{- define "readiness-agent.podAnnotations" -}}
+checksum/readiness-agent-config: {{ toYaml (.Values.agent.config | default dict) | sha256sum }}
+{{- end }}
+
+{{/*
+The app container as given, plus default probes (app.probes) where it has none, and a preStop hook when it has
+none (README "Shutdown order"): the pod is removed
 from the Service's endpoints and the load balancer's NEG at the same moment the kubelet starts the hook, so the
 app keeps serving while that removal propagates and gets SIGTERM only afterwards.
 */}}
@@ -177,6 +188,17 @@ app keeps serving while that removal propagates and gets SIGTERM only afterwards
 {{- $action := .Values.app.preStopAction }}
 {{- $seconds := int .Values.app.preStopSleepSeconds }}
 {{- $hasPreStop := and $container.lifecycle (hasKey $container.lifecycle "preStop") }}
+{{- $probes := .Values.app.probes }}
+{{- $port := $probes.port | default (first (default (list) $container.ports) | default (dict) | dig "containerPort" "") }}
+{{- if and $probes.enabled $port }}
+{{- $tcp := dict "tcpSocket" (dict "port" $port) }}
+{{- if not (hasKey $container "startupProbe") }}
+{{- $_ := set $container "startupProbe" (merge (deepCopy $probes.startupProbe) $tcp) }}
+{{- end }}
+{{- if not (hasKey $container "readinessProbe") }}
+{{- $_ := set $container "readinessProbe" (merge (deepCopy $probes.readinessProbe) $tcp) }}
+{{- end }}
+{{- end }}
 {{- if and (ne $action "none") (not $hasPreStop) (gt $seconds 0) }}
 {{- if and (eq $action "sleep") (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
 {{- fail (printf "app.preStopAction: the sleep action needs Kubernetes >= 1.30 (on by default from 1.30, GA in 1.34); this is %s: use exec (runs `sleep` in the app image) or none" .Capabilities.KubeVersion.Version) }}
