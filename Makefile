@@ -23,10 +23,11 @@ $(VENV)/.installed-run: pyproject.toml
 	@touch $@
 
 # Its own stamp: `make run` creates .venv/bin/readiness-agent too, so that file cannot say the test extra is in.
-$(VENV)/.installed-test: pyproject.toml
+$(VENV)/.installed-test: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./client  # readiness_client, the app's side (its own distribution)
 	@touch $@ $(VENV)/.installed-run
 
 venv: $(VENV)/.installed-test
@@ -40,8 +41,9 @@ run: $(VENV)/.installed-run
 	@scripts/run-local.sh "$(REDIS_URL)"
 
 lint: venv
-	$(BIN)/ruff check agent harness tests bench examples
+	$(BIN)/ruff check agent harness tests bench examples client
 	$(BIN)/mypy --strict agent harness
+	$(BIN)/mypy --strict client/readiness_client
 
 test: venv tools lint
 	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
