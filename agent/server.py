@@ -1,13 +1,14 @@
 """The HTTP server: probe endpoints, ``/status``, ``/metrics`` and ``POST /drain``.
 
 Handlers only read the verdict's latest snapshot: a probe never waits on Redis, so it answers in microseconds
-even while Redis is blackholed. ``/livez`` depends only on the agent's own tasks.
+even while Redis is blackholed. ``/livez`` depends only on the agent's own tasks. ``/status`` and ``/metrics``
+are rendered off the loop, once per reuse period however many ask (agent/scrape.py), so no request rate of
+theirs delays a probe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,10 +16,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from agent.drain_token import DrainToken
-from agent.history import history_of
 from agent.http_limits import (
     BACKLOG,
     IDLE_TIMEOUT,
@@ -29,11 +28,12 @@ from agent.http_limits import (
     install_client_error_logging,
 )
 from agent.scheduler import Agent
+from agent.scrape import REUSE_SECONDS, Scrapes
 from agent.snapshot import AgentSnapshot
-from agent.status import status_document
 
 AGENT = web.AppKey("agent", Agent)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+SCRAPES = web.AppKey("scrapes", Scrapes)
 
 
 @dataclass(frozen=True)
@@ -127,17 +127,13 @@ async def startupz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """JSON status for humans and scripts."""
-    agent = request.app[AGENT]
-    gate = request.app[GATE].status
-    document = status_document(agent.snapshot, agent.settings, agent.clock(), agent.healthy(),
-                               history_of(agent.store.listeners), gate() if gate is not None else None)
-    return web.json_response(document, dumps=lambda d: json.dumps(d, indent=2))
+    body = await request.app[SCRAPES].status()
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format, or OpenMetrics when the scraper asks for it."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[REGISTRY])
+    body, content_type = await request.app[SCRAPES].metrics(request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -153,12 +149,18 @@ def drain_handler(token: DrainToken) -> Callable[[web.Request], Any]:
     return drain
 
 
-def make_app(agent: Agent, registry: CollectorRegistry, gate: GateView | None = None) -> web.Application:
-    """The aiohttp application; the agent's lifetime is managed by the caller."""
+def make_app(agent: Agent, registry: CollectorRegistry, gate: GateView | None = None, *,
+             scrape_reuse: float = REUSE_SECONDS) -> web.Application:
+    """The aiohttp application; the agent's lifetime is managed by the caller.
+
+    ``scrape_reuse``: seconds a ``/metrics`` or ``/status`` body is reused while the verdict holds.
+    """
     app = web.Application()
     app[AGENT] = agent
     app[REGISTRY] = registry
     app[GATE] = gate or GateView()
+    app[SCRAPES] = Scrapes(agent, registry, app[GATE].status, max_age=scrape_reuse)
+    app.on_cleanup.append(_close_scrapes)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/readyz/{check}", readyz_one)
@@ -171,6 +173,10 @@ def make_app(agent: Agent, registry: CollectorRegistry, gate: GateView | None = 
         token.refresh()  # at start: a missing or unusable file is a warning now, not at the first drain
         app.router.add_post("/drain", drain_handler(token))
     return app
+
+
+async def _close_scrapes(app: web.Application) -> None:
+    await app[SCRAPES].close()
 
 
 @dataclass(frozen=True, slots=True)

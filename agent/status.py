@@ -45,9 +45,22 @@ def _check(check: CheckSnapshot, now: float) -> dict[str, Any]:
 
 
 def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy: bool,
-                    history: History | None = None, gate: dict[str, object] | None = None) -> dict[str, Any]:
-    """The ``/status`` JSON for ``snap`` at monotonic time ``now``; ``history`` gives ``transitions``."""
+                    history: History | None = None, gate: dict[str, object] | None = None, *,
+                    tasks: int | None = None, transitions: list[dict[str, Any]] | None = None,
+                    renders: dict[str, int] | None = None) -> dict[str, Any]:
+    """The ``/status`` JSON for ``snap`` at monotonic time ``now``; ``history`` gives ``transitions``.
+
+    Off the event loop (the render worker) pass what only the loop may read: ``tasks`` (the asyncio task
+    count) and ``transitions`` (``history.document(now)``, taken on the loop); ``renders`` counts the renders
+    of ``/metrics`` and ``/status`` so far.
+    """
     remaining = snap.deadline_remaining(now)
+    if transitions is None:
+        transitions = [] if history is None else history.document(now)
+    runtime: dict[str, Any] = {"asyncio_tasks": len(asyncio.all_tasks()) if tasks is None else tasks,
+                               "healthy": healthy}
+    if renders is not None:
+        runtime["renders"] = renders
     return {
         "version": __version__,
         "state": str(snap.state),
@@ -66,9 +79,9 @@ def status_document(snap: AgentSnapshot, settings: Settings, now: float, healthy
             else round(snap.first_ready_at - snap.started_at, 3),
         },
         "detection_bound_seconds": round(settings.timing.detection_bound, 3),
-        "runtime": {"asyncio_tasks": len(asyncio.all_tasks()), "healthy": healthy},
+        "runtime": runtime,
         "checks": {name: _check(check, now) for name, check in snap.checks.items()},
-        "transitions": [] if history is None else history.document(now),
+        "transitions": transitions,
         "kube_gate": gate if gate is not None else {"enabled": False},
         "settings": settings.effective(),
         "config_file": settings.config_file,

@@ -1,0 +1,248 @@
+"""The scrape cache and the fast exposition, in-process and fast: reuse age, single flight and failures on an
+injected clock (agent/render_cache.py); the exposition byte-equal to prometheus_client's encoders in every
+negotiated format and accepted by promtool (agent/exposition.py); the app's renders counted per verdict.
+The end-to-end figures (a flood against the real agent) are in tests/test_e2e_endpoints.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from agent.config import load_settings
+from agent.exposition import Exposition
+from agent.metrics import Metrics
+from agent.model import CheckResult, Reason
+from agent.render_cache import RenderCache
+from agent.scheduler import Agent
+from agent.server import SCRAPES, make_app
+from agent.settings import Platform
+
+ACCEPTS = [
+    "",  # text 0.0.4, what curl gets
+    "application/openmetrics-text",  # OpenMetrics, version defaulted
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",  # Prometheus 2
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=dots",
+    "application/openmetrics-text;version=2.0.0;escaping=values",
+]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Renderer:
+    """A render that counts its calls and finishes when the test says (``release``) or at once."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.calls = 0
+        self.gate = asyncio.Event()
+        if not hold:
+            self.gate.set()
+        self.fail = False
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("render failed")
+        return f"body {self.calls}"
+
+
+class TestRenderCache:
+    async def test_reused_until_the_age_then_rendered_anew(self) -> None:
+        """A body is reused for max_age seconds from the render's start, not a moment longer."""
+        clock, render = Clock(), Renderer()
+        cache: RenderCache[str] = RenderCache(1.0, clock)
+        assert await cache.get("text", 0, render) == "body 1"
+        clock.now += 0.999
+        assert await cache.get("text", 0, render) == "body 1"
+        clock.now += 0.001
+        assert await cache.get("text", 0, render) == "body 2"
+        assert (render.calls, cache.renders) == (2, 2)
+
+    async def test_concurrent_requests_share_one_render(self) -> None:
+        """50 requests while a render is in flight: one render, every request gets its body."""
+        render = Renderer(hold=True)
+        cache: RenderCache[str] = RenderCache(1.0, Clock())
+        waiters = [asyncio.ensure_future(cache.get("text", 0, render)) for _ in range(50)]
+        await asyncio.sleep(0)
+        render.gate.set()
+        assert await asyncio.gather(*waiters) == ["body 1"] * 50
+        assert render.calls == 1
+
+    async def test_a_new_version_or_format_renders_anew(self) -> None:
+        """A changed verdict is never answered from a body rendered before it; each format has its own."""
+        render = Renderer()
+        cache: RenderCache[str] = RenderCache(1.0, Clock())
+        assert await cache.get("text", 0, render) == "body 1"
+        assert await cache.get("text", 1, render) == "body 2"
+        assert await cache.get("openmetrics", 1, render) == "body 3"
+        assert await cache.get("text", 1, render) == "body 2"
+
+    async def test_a_failed_render_is_not_reused(self) -> None:
+        """Every waiter of a failed render sees the error; the next request renders again."""
+        render = Renderer(hold=True)
+        render.fail = True
+        cache: RenderCache[str] = RenderCache(60.0, Clock())
+        waiters = [asyncio.ensure_future(cache.get("text", 0, render)) for _ in range(3)]
+        await asyncio.sleep(0)
+        render.gate.set()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results) and render.calls == 1
+        render.fail = False
+        assert await cache.get("text", 0, render) == "body 2"
+
+    async def test_a_cancelled_request_leaves_the_render_to_the_others(self) -> None:
+        """A client that goes away does not cancel the render another request waits for."""
+        render = Renderer(hold=True)
+        cache: RenderCache[str] = RenderCache(1.0, Clock())
+        first = asyncio.ensure_future(cache.get("text", 0, render))
+        second = asyncio.ensure_future(cache.get("text", 0, render))
+        await asyncio.sleep(0)
+        first.cancel()
+        render.gate.set()
+        assert await second == "body 1" and render.calls == 1
+
+    async def test_keys_are_bounded(self) -> None:
+        """A client cycling Accept headers cannot grow the cache past max_keys (the oldest go)."""
+        render = Renderer()
+        cache: RenderCache[str] = RenderCache(60.0, Clock(), max_keys=2)
+        for key in ("a", "b", "c"):
+            await cache.get(key, 0, render)
+        assert await cache.get("c", 0, render) == "body 3"
+        assert await cache.get("a", 0, render) == "body 4"
+
+    async def test_close_cancels_a_render_in_flight(self) -> None:
+        render = Renderer(hold=True)
+        cache: RenderCache[str] = RenderCache(1.0, Clock())
+        waiter = asyncio.ensure_future(cache.get("text", 0, render))
+        await asyncio.sleep(0)
+        await cache.close()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+
+# ------------------------------------------------------------------------------------------------ exposition
+
+
+class Odd(Collector):
+    """Families the fast path must hand to the encoder: timestamps, a value-less sample, special values."""
+
+    def collect(self) -> Iterator[Metric]:
+        stamped = GaugeMetricFamily("odd_stamped", "With a timestamp.", labels=["k"])
+        stamped.add_metric(["a"], 1.5, timestamp=1700000000.25)
+        yield stamped
+        values = GaugeMetricFamily("odd_values", 'Quotes " and \\ and\nnewline.', labels=["v"])
+        for i, value in enumerate((-0.0, 0.0, math.inf, -math.inf, math.nan, 1e6, 123456789.0, 1e-7, True)):
+            values.add_metric([f'x"{i}\\\n'], value)
+        yield values
+
+
+@pytest.fixture
+def agent_registry(tmp_path: Path) -> CollectorRegistry:
+    """The agent's registry with three checks (one failing with two reasons, one stabilizing) and extras."""
+    config = tmp_path / "checks.yaml"
+    config.write_text("checks:\n" + "".join(
+        f"  - {{name: {name}, url: 'redis://127.0.0.1:1/0'}}\n" for name in ("sessions", "cache", "queue")))
+    settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "test"), str(config))
+    now = [0.0]
+    agent = Agent(settings, clock=lambda: now[0])
+    registry = CollectorRegistry()
+    agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
+    for t in (0.0, 0.3, 0.6):
+        now[0] = t
+        agent.record("sessions", CheckResult(True, 0.0012))
+        agent.record("cache", CheckResult(False, 0.3, Reason.TIMEOUT if t else Reason.REFUSED, "down"))
+    agent.record("queue", CheckResult(True, 7.5))
+    Counter("extra_events", "Plain counter.", ["result"], registry=registry).labels("ok").inc(3)
+    Gauge("extra_level", "Unlabelled gauge.", registry=registry).set(-2.25)
+    Histogram("extra_seconds", "No labels.", registry=registry).observe(0.2)
+    return registry
+
+
+@pytest.fixture
+def registry(agent_registry: CollectorRegistry) -> CollectorRegistry:
+    """The same with families only prometheus_client's encoders write (timestamps, escapes, odd values)."""
+    agent_registry.register(Odd())
+    return agent_registry
+
+
+class TestExposition:
+    @pytest.mark.parametrize("accept", ACCEPTS)
+    def test_byte_equal_to_the_encoder(self, registry: CollectorRegistry, accept: str) -> None:
+        """Twice (cold memo, warm memo), the body is the negotiated encoder's, byte for byte (process_* aside:
+        CPU and memory move between two reads)."""
+        encoder, content_type = choose_encoder(accept)
+        exposition = Exposition(registry)
+
+        def lines(body: bytes) -> list[str]:
+            return [x for x in body.decode().splitlines() if not x.startswith(("process_", "U__process"))]
+
+        for _ in range(2):
+            assert lines(exposition.render(content_type, encoder)) == lines(encoder(registry))
+
+    def test_promtool_accepts_it(self, agent_registry: CollectorRegistry) -> None:
+        """promtool check metrics (it reads the text format) finds no problem in the fast body."""
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: run scripts/install-tools.sh (make test does)"
+        encoder, content_type = choose_encoder("")
+        body = Exposition(agent_registry).render(content_type, encoder)
+        result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class TestApp:
+    async def test_one_render_per_verdict_however_many_ask(self, tmp_path: Path) -> None:
+        """30 concurrent /metrics and 30 /status: one render each; a verdict change renders anew at once, and the
+        new body shows it; /status counts the renders under runtime.renders."""
+        settings = load_settings({"platform": "local", "redis_url": "redis://127.0.0.1:1/0"}, {},
+                                 lambda _e: (Platform.LOCAL, "test"))
+        now = [0.0]
+        agent = Agent(settings, clock=lambda: now[0])
+        registry = CollectorRegistry()
+        agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
+        app = make_app(agent, registry, scrape_reuse=3600)
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            async def get(path: str) -> str:
+                async with client.get(path) as response:
+                    assert response.status == 200
+                    return await response.text()
+
+            bodies = await asyncio.gather(*(get(p) for p in ["/metrics", "/status"] * 30))
+            scrapes = app[SCRAPES]
+            assert scrapes.renders() == {"metrics": 1, "status": 1}
+            assert len(set(bodies[0::2])) == 1 and "readiness_agent_ready 0.0" in bodies[0]
+            for t in (0.0, 0.3, 0.6):  # through the window: ready
+                now[0] = t
+                agent.record("redis", CheckResult(True, 0.001))
+            assert agent.snapshot.ready
+            assert "readiness_agent_ready 1.0" in await get("/metrics")
+            doc = json.loads(await get("/status"))
+            assert doc["ready"] is True and doc["runtime"]["renders"] == {"metrics": 2, "status": 2}
+            await get("/metrics")
+            assert scrapes.renders() == {"metrics": 2, "status": 2}
+        finally:
+            await client.close()
