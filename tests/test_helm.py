@@ -158,6 +158,12 @@ class TestValuesSchema:
         ("readinessGate.enabeld=true", "Additional property enabeld is not allowed"),
         ("app.preStopAction=wait", "app.preStopAction: app.preStopAction must be one of the following"),
         ("workloads.enabled=false", "Additional property workloads is not allowed"),
+        # what the API server would refuse at install time, refused at lint time
+        ("agent.readinessProbe.terminationGracePeriodSeconds=5",
+         "agent.readinessProbe: Additional property terminationGracePeriodSeconds is not allowed"),
+        ("agent.livenessProbe.successThreshold=2", "agent.livenessProbe.successThreshold does not match: 1"),
+        ("agent.startupProbe.successThreshold=2", "agent.startupProbe.successThreshold does not match: 1"),
+        ("podDisruptionBudget.unhealthyPodEvictionPolicy=Always", "must be one of the following"),
     ])
     def test_lint_strict_refuses_bad_values(self, helm: Helm, setting: str, message: str) -> None:
         """A wrong type or a misspelled key of ours fails `helm lint --strict`, naming the value."""
