@@ -24,6 +24,12 @@ server's. The control surface makes it answer ``403``/``404``/``409``/``429`` (w
 (``inject``), deny one verb on one resource as RBAC would (``deny``), or stall without answering (``stall``).
 Every request is recorded in ``hits`` and every pod status write in ``writes`` (with its monotonic time); each
 callable in ``watchers`` gets the pod after every status write (a watch, pushed, as controllers receive it).
+
+Validating admission, as kube-apiserver runs a ValidatingAdmissionPolicy: every write (pod status patch, Event
+create or patch) is offered, with the object as it would be stored and an admission request whose ``userInfo``
+is the token's entry in ``identities`` (default: the ``readiness-agent`` service account, no ``extra``), to each
+callable in ``admission``; one that returns a ``Denial`` stops the write with the real server's answer: ``403
+Forbidden`` when the denial's reason is ``Forbidden``, else ``422 Invalid`` (a policy without ``reason``).
 """
 
 from __future__ import annotations
@@ -77,6 +83,18 @@ class Write:
     content_type: str
 
 
+@dataclass(frozen=True)
+class Denial:
+    """A validating admission policy's refusal: its name, its ``reason`` (``Forbidden`` or None) and message."""
+
+    policy: str
+    reason: str | None
+    message: str
+
+
+Admission = Callable[[dict[str, Any], dict[str, Any]], Denial | None]  # (request, object) → refusal or None
+
+
 @dataclass
 class _Fault:
     status: int
@@ -98,12 +116,15 @@ class KubeAPI:
     # Called with a copy of the pod after every applied status write, in order, on the server's loop: what a
     # watch on pods delivers to the EndpointSlice controller (its own delay is the caller's to model).
     watchers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)  # token → admission userInfo
+    admission: list[Admission] = field(default_factory=list)
     port: int = 0
     _faults: list[_Fault] = field(default_factory=list)
     _denied: set[tuple[str, str]] = field(default_factory=set)
     _stalled: bool = False
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     _rv: int = 1000
+    _user: dict[str, Any] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -219,9 +240,25 @@ class KubeAPI:
                                 f'"system:serviceaccount:{ns}:readiness-agent" cannot {verb} resource "{resource}" '
                                 f'in API group "" in the namespace "{ns}"')
         body = await request.read()
+        self._user = self.identities.get(token, {"username": f"system:serviceaccount:{ns}:readiness-agent"})
         if resource == "pods/status":
             return self._pod_status(verb, ns, name or "", ctype, body, request)
         return self._events(verb, ns, name, ctype, body)
+
+    def _admit(self, operation: str, resource: str, ns: str, name: str, obj: dict[str, Any]) -> web.Response | None:
+        """Run ``admission`` on a write; the real server's error response for the first denial, else None."""
+        plural, _, sub = resource.partition("/")
+        request = {"operation": operation, "namespace": ns, "name": name, "userInfo": self._user,
+                   "resource": {"group": "", "version": "v1", "resource": plural}, "subResource": sub}
+        for policy in self.admission:
+            denial = policy(request, obj)
+            if denial is not None:
+                denied = (f"ValidatingAdmissionPolicy '{denial.policy}' with binding '{denial.policy}' denied "
+                          f"request: {denial.message}")
+                if denial.reason == "Forbidden":
+                    return _status(403, f'{plural} "{name}" is forbidden: {denied}')
+                return _status(422, f'{plural} "{name}" is invalid: : {denied}')
+        return None
 
     def _pod_status(self, verb: str, ns: str, name: str, ctype: str, body: bytes, request: web.Request) -> web.Response:
         pod = self.pods.get((ns, name))
@@ -245,6 +282,9 @@ class KubeAPI:
         error = _validate_conditions(patched.get("status", {}).get("conditions", []))
         if error:
             return _status(422, f'Pod "{name}" is invalid: {error}')
+        denied = self._admit("UPDATE", "pods/status", ns, name, patched)
+        if denied is not None:
+            return denied
         pod["status"] = patched.get("status", {})  # the status subresource ignores everything but status
         pod["metadata"]["resourceVersion"] = self._next_rv()
         self.writes.append(Write(time.monotonic(), copy.deepcopy(pod["status"].get("conditions", [])), ctype))
@@ -265,6 +305,9 @@ class KubeAPI:
                 return _status(422, "Event is invalid: involvedObject.namespace: Invalid value: does not match")
             if (ns, ev_name) in self.events:
                 return _status(409, f'events "{ev_name}" already exists')
+            denied = self._admit("CREATE", "events", ns, ev_name, event)
+            if denied is not None:
+                return denied
             meta.update(name=ev_name, namespace=ns, uid=str(uuid.uuid4()), resourceVersion=self._next_rv())
             self.events[(ns, ev_name)] = event
             return web.json_response(event, status=201)
@@ -278,6 +321,9 @@ class KubeAPI:
             patched = _apply(kind, copy.deepcopy(event), json.loads(body))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             return _status(400, f"invalid patch: {exc}")
+        denied = self._admit("UPDATE", "events", ns, name or "", patched)
+        if denied is not None:
+            return denied
         patched["metadata"]["resourceVersion"] = self._next_rv()
         self.events[(ns, name or "")] = patched
         return web.json_response(patched)

@@ -206,5 +206,81 @@ subjects:
   - kind: ServiceAccount
     name: {{ $sa }}
     namespace: {{ .Release.Namespace }}
+{{- if .Values.rbac.restrictToOwnPod }}
+{{- include "readiness-agent.ownPodPolicy" (dict "ctx" . "sa" $sa) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+rbac.restrictToOwnPod: the Role lets the account patch the status of any pod of the namespace and write Events
+about any of them (a Role cannot name generated pod names). This ValidatingAdmissionPolicy narrows the account's
+writes to the pod its token is bound to: a kubelet-projected token carries the pod's name and uid in the user's
+extra (authentication.kubernetes.io/pod-name, pod-uid). Another pod's status, Events about another pod, and a
+token bound to no pod are denied with reason Forbidden (HTTP 403, which the agent counts as forbidden and the
+KubeGateWriteFailing alert names); without `reason` a denial would be 422 Invalid. Reads are not admission
+requests: the account can still get any pod's status. Cluster-scoped objects (installing needs rights to create
+them); GA in Kubernetes 1.30, so the render refuses older clusters.
+*/}}
+{{- define "readiness-agent.ownPodPolicy" -}}
+{{- $ := .ctx }}
+{{- if not (or ($.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (semverCompare ">=1.30.0-0" $.Capabilities.KubeVersion.Version)) }}
+{{- fail (printf "rbac.restrictToOwnPod: ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) is GA from Kubernetes 1.30; this is %s" $.Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- $name := printf "%s.%s" (include "readiness-agent.agentName" $) $.Release.Namespace }}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "readiness-agent.agentLabels" $ | nindent 4 }}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["UPDATE"]
+        resources: ["pods/status"]
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["events"]
+  matchConditions:
+    - name: the-agents-account
+      expression: request.userInfo.username == "system:serviceaccount:{{ $.Release.Namespace }}:{{ .sa }}"
+  variables:
+    - name: extra
+      expression: "has(request.userInfo.extra) ? request.userInfo.extra : {}"
+    - name: podName
+      expression: "'authentication.kubernetes.io/pod-name' in variables.extra ? variables.extra['authentication.kubernetes.io/pod-name'][0] : ''"
+    - name: podUID
+      expression: "'authentication.kubernetes.io/pod-uid' in variables.extra ? variables.extra['authentication.kubernetes.io/pod-uid'][0] : ''"
+    - name: isPod
+      expression: "request.resource.resource == 'pods'"
+  validations:
+    - expression: "variables.podName != '' && variables.podUID != ''"
+      reason: Forbidden
+      message: "readiness-agent: this token is bound to no pod; use the kubelet-projected service account token"
+    - expression: >-
+        variables.isPod ? (object.metadata.name == variables.podName && object.metadata.uid == variables.podUID)
+        : (object.involvedObject.kind == 'Pod' && object.involvedObject.name == variables.podName
+        && object.involvedObject.uid == variables.podUID)
+      reason: Forbidden
+      messageExpression: "'readiness-agent: may write only the status of, and Events about, its own pod ' + variables.podName"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "readiness-agent.agentLabels" $ | nindent 4 }}
+spec:
+  policyName: {{ $name }}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels:
+        kubernetes.io/metadata.name: {{ $.Release.Namespace }}
 {{- end }}
