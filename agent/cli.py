@@ -17,6 +17,7 @@ from typing import NoReturn
 from agent import __version__
 from agent.commands import EXIT_USAGE, check_once, run, wait_ready
 from agent.config import ConfigError, load_settings
+from agent.logs import labels
 from agent.platform import detect_platform
 from agent.settings import BY_NAME, SPECS, Settings, Spec
 from agent.values import parse_duration
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     stream = sys.stdout if args.command == "run" else sys.stderr
     setup_logging(settings.resolved_log_format, settings.log_level, stream)
     for warning in settings.warnings:
-        log.warning("%s", warning)
+        log.warning("%s", warning, extra=labels(event="settings_warning"))
     try:
         if args.command == "run":
             return asyncio.run(run(settings, gate))

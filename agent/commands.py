@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.logs import labels
 from agent.settings import Settings, Source
 
 if TYPE_CHECKING:
@@ -33,12 +34,12 @@ def warn_password_on_command_line(settings: Settings) -> bool:
     if settings.sources.get("redis_url") is Source.FLAG and settings.redis_url.password is not None:
         log.warning("--redis-url carries a password, readable by any local user in ps and /proc/<pid>/cmdline: "
                     "pass it in READINESS_AGENT_REDIS_URL or --redis-password-file instead (README: Credentials)",
-                    extra={"labels": {"event": "password_on_command_line"}})
+                    extra=labels(event="password_on_command_line"))
         warned = True
     if settings.sources.get("redis_sentinel_password") is Source.FLAG:
         log.warning("--redis-sentinel-password is readable by any local user in ps and /proc/<pid>/cmdline: pass "
                     "it in READINESS_AGENT_REDIS_SENTINEL_PASSWORD or --redis-sentinel-password-file instead",
-                    extra={"labels": {"event": "password_on_command_line"}})
+                    extra=labels(event="password_on_command_line"))
         warned = True
     return warned
 
@@ -47,10 +48,11 @@ def _log_settings(settings: Settings) -> None:
     effective = settings.effective()
     parts = [f"{k}={v['value']}({v['source']})" for k, v in effective.items() if v["value"] is not None]
     log.info("readiness-agent %s on platform %s (%s)", __version__, settings.resolved_platform,
-             settings.platform_reason)
-    log.info("settings: %s", " ".join(parts))
+             settings.platform_reason, extra=labels(event="start"))
+    log.info("settings: %s", " ".join(parts), extra=labels(event="settings"))
     for c in settings.checks:
-        log.info("check %s: %s %s (%s)", c.name, c.kind, c.describe(), "required" if c.required else "optional")
+        log.info("check %s: %s %s (%s)", c.name, c.kind, c.describe(), "required" if c.required else "optional",
+                 extra=labels(event="check_configured", check=c.name))
 
 
 async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
@@ -99,15 +101,15 @@ async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
         except OSError as exc:
             # A usage error like any bad flag: one line on stderr, exit 2 (the log line is for the platform).
             message = f"cannot listen on {listen}: {exc.strerror or exc}"
-            log.error("%s", message)
+            log.error("%s", message, extra=labels(event="listen_failed"))
             sys.stderr.write(f"readiness-agent: error: {message}\n")
             return EXIT_USAGE
         if not await start_watch(stack, lambda: agent.snapshot, settings.watch_port, agent.store.subscribe,
                                  settings.sources.get("watch_port", Source.DEFAULT) is not Source.DEFAULT):
             return EXIT_USAGE
-        log.info("listening on %s (port %d)", listen, bound_port(listening))
+        log.info("listening on %s (port %d)", listen, bound_port(listening), extra=labels(event="listening"))
         log.info("HTTP limits: at most %d connections (open-file limit %d), idle connections closed after %gs",
-                 listening.limiter.cap, nofile, IDLE_TIMEOUT)
+                 listening.limiter.cap, nofile, IDLE_TIMEOUT, extra=labels(event="http_limits"))
         if gate is not None and not await _start_gate(gate, agent):
             return EXIT_USAGE
         await agent.start()
@@ -128,7 +130,7 @@ async def _start_gate(gate: PodGate, agent: Agent) -> bool:
     try:
         await gate.start()
     except GateSetupError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc, extra=labels(event="gate_setup_failed"))
         sys.stderr.write(f"readiness-agent: error: {exc}\n")
         return False
     listener = GateListener(gate)
@@ -140,7 +142,7 @@ async def _start_gate(gate: PodGate, agent: Agent) -> bool:
 def _sighup() -> None:
     """SIGHUP would kill the process silently; it changes nothing, so say so."""
     log.warning("SIGHUP received: ignored (settings are read once at start: restart to change them; mounted "
-                "password and token files are re-read when they change)")
+                "password and token files are re-read when they change)", extra=labels(event="sighup_ignored"))
 
 
 async def _until_stopped(deadline: asyncio.Event, settings: Settings, signals: asyncio.Queue[int],
@@ -154,15 +156,17 @@ async def _until_stopped(deadline: asyncio.Event, settings: Settings, signals: a
     for task in pending:
         task.cancel()
     if signal_task not in done:
-        log.error("exiting with code 1: startup deadline passed (--exit-on-startup-timeout)")
+        log.error("exiting with code 1: startup deadline passed (--exit-on-startup-timeout)",
+                  extra=labels(event="deadline_exit"))
         return EXIT_NOT_READY
     sig = signal.Signals(signal_task.result())
     drain()
-    log.info("%s received: draining for %gs, then exiting", sig.name, settings.drain_seconds)
+    log.info("%s received: draining for %gs, then exiting", sig.name, settings.drain_seconds,
+             extra=labels(event="signal"))
     try:
         async with asyncio.timeout(settings.drain_seconds):
             await signals.get()  # a second signal cuts the drain short
-            log.warning("second signal: exiting now")
+            log.warning("second signal: exiting now", extra=labels(event="second_signal"))
     except TimeoutError:
         pass
     return EXIT_OK
@@ -201,7 +205,8 @@ async def wait_ready(settings: Settings, max_wait: float) -> int:
     agent = Agent(settings)
     agent.store.subscribe(VerdictLog(agent.clock, serving=False))  # wait serves no /readyz: never named
     names = ", ".join(f"{c.name} ({c.describe()})" for c in settings.checks)
-    log.info("waiting up to %gs for a stable ready verdict (window %gs) of %s", max_wait, settings.window, names)
+    log.info("waiting up to %gs for a stable ready verdict (window %gs) of %s", max_wait, settings.window, names,
+             extra=labels(event="waiting"))
     await agent.start()
     try:
         async with asyncio.timeout(max_wait):

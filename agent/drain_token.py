@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 
+from agent.logs import labels
 from agent.secretfile import SecretFile
 
 log = logging.getLogger("readiness_agent")
@@ -54,7 +55,7 @@ class DrainToken:
         self._token, self.problem = token, problem
         if problem is not None and problem != self._warned:
             log.warning("drain token file %s %s: POST /drain answers 401 until it holds a token", self.path,
-                        problem, extra={"labels": {"event": "drain_token_unusable"}})
+                        problem, extra=labels(event="drain_token_unusable"))
         self._warned = problem
 
     async def current(self) -> bytes | None:

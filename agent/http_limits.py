@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.logs import labels
+
 IDLE_TIMEOUT = 10.0  # seconds to send a complete request after connecting or after the last response
 SHUTDOWN_TIMEOUT = 0.25  # after the drain, in-flight handlers get this long before their connections close
 MAX_CONNECTIONS = 1000  # ~6 KiB each: 1,000 idle connections cost ~6 MiB of the sidecar's 128 MiB
@@ -77,7 +79,7 @@ class RateLimitedLog:
         self._last[kind] = now
         dropped = self._dropped.pop(kind, 0)
         more = f" ({dropped} more since the last such line)" if dropped else ""
-        log.warning("%s%s", " ".join(message.split()), more, extra={"labels": {"event": kind}})
+        log.warning("%s%s", " ".join(message.split()), more, extra=labels(event=kind))
         return True
 
 

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.logs import labels
+
 log = logging.getLogger("readiness_agent")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REFRESH_MARGIN = 300.0  # refresh this long before expiry (Memorystore tokens live 3600 s)
@@ -252,7 +254,7 @@ class TokenProvider:
             self._refresh_at = self._expires - min(self.margin, fetched.lifetime / 2)
             self._failures, self._next_attempt = 0, float("-inf")
             if self.last_error is not None:
-                log.info("IAM token obtained again after: %s", self.last_error, extra={"event": "iam_token"})
+                log.info("IAM token obtained again after: %s", self.last_error, extra=labels(event="iam_token"))
             self.last_error = None
             return
         detail = error.detail if isinstance(error, IamError) else f"token refresh failed ({type(error).__name__})"
@@ -262,7 +264,7 @@ class TokenProvider:
         self._next_attempt = now + delay
         if detail != self.last_error:
             still = " (the current token stays in use until it expires)" if self.cached() else ""
-            log.warning("IAM token refresh failed: %s%s", detail, still, extra={"event": "iam_token_failed"})
+            log.warning("IAM token refresh failed: %s%s", detail, still, extra=labels(event="iam_token_failed"))
         self.last_error = detail
 
     async def close(self) -> None:

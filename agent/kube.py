@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter
 from agent import kube_client as kc
 from agent.kube_client import RESULTS, GateSetupError, Outcome, Session
 from agent.kube_verdict import CONDITION_REASONS, GateListener, condition_reason, disabled_status, verdict_of
+from agent.logs import labels
 
 __all__ = ["CONDITION_REASONS", "RESULTS", "GateConfig", "GateListener", "GateSetupError", "PodGate",
            "condition_reason", "disabled_status", "gate_config", "retry_delay", "verdict_of"]
@@ -172,7 +173,7 @@ class PodGate:
         self._writer = kc.PodStatusWriter(session, cfg.namespace, cfg.pod_name, cfg.condition_type)
         self._recorder = kc.EventRecorder(session, cfg.namespace, cfg.pod_name, self.clock)
         log.info("kube gate: condition %s on pod %s/%s via %s", cfg.condition_type, cfg.namespace, cfg.pod_name,
-                 session.describe)
+                 session.describe, extra=labels(event="kube_gate"))
         self._task = asyncio.create_task(self._run(), name="kube-gate")
 
     def publish(self, ready: bool, reason: str | None, message: str) -> None:
@@ -191,7 +192,7 @@ class PodGate:
                 self._pending_events[ekey] = (count + 1, value.message)  # re-inserted: flushed in time order
             self._wake.set()
         except Exception:  # the verdict path must never fail because of the gate
-            log.exception("kube gate: publish failed")
+            log.exception("kube gate: publish failed", extra=labels(event="kube_publish_failed"))
 
     async def stop(self, timeout: float) -> None:
         """One last best-effort sync of the latest value within ``timeout`` seconds, then stop the worker."""
@@ -299,7 +300,8 @@ class PodGate:
         if self._logged["patch"] is not None:
             value = self._desired
             log.info("kube gate: condition %s=%s (%s) in sync again after %d failed attempts",
-                     self.config.condition_type, value.ready, value.reason, self._failures)
+                     self.config.condition_type, value.ready, value.reason, self._failures,
+                     extra=labels(event="kube_in_sync"))
         self._logged["patch"] = None
         self._errors["patch"] = None
         self._failures, self._next_at = 0, 0.0
@@ -343,5 +345,5 @@ class PodGate:
         if self._logged[what] != key:  # one line per distinct error, not one per retry
             self._logged[what] = key
             target = "pods/status" if what == "patch" else "events"
-            log.warning("kube gate: %s on %s/%s failed: %s (%s); retrying with backoff", target,
-                        self.config.namespace, self.config.pod_name, outcome.result, outcome.message)
+            log.warning("kube gate: %s on %s/%s failed: %s (%s); retrying with backoff", target, self.config.namespace,
+                        self.config.pod_name, outcome.result, outcome.message, extra=labels(event="kube_write_failed"))

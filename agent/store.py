@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.logs import labels
 from agent.model import Check, CheckResult, ReadinessMode
 from agent.snapshot import AgentSnapshot, CheckSnapshot
 from agent.verdict import AgentVerdict, CheckVerdict, Timing, Transition
@@ -136,7 +137,7 @@ class VerdictStore:
             try:
                 call(listener)
             except Exception:  # a listener bug must not stop the verdict
-                log.exception("verdict listener failed")
+                log.exception("verdict listener failed", extra=labels(event="listener_failed"))
 
     def _take(self) -> AgentSnapshot:
         v = self._verdict

@@ -37,6 +37,7 @@ from agent.http_limits import (
     _Tracked,
     install_client_error_logging,
 )
+from agent.logs import labels
 from agent.model import CheckResult
 from agent.snapshot import AgentSnapshot
 from agent.store import Change
@@ -240,7 +241,7 @@ async def start_watch(stack: contextlib.AsyncExitStack, snapshot: Callable[[], A
     more than the push channel; an app's client then fails closed, which its own log says).
     """
     if port == 0:
-        log.info("watch endpoint off (--watch-port 0)")
+        log.info("watch endpoint off (--watch-port 0)", extra=labels(event="watch_off"))
         return True
     hub = WatchHub(snapshot)
     try:
@@ -248,13 +249,14 @@ async def start_watch(stack: contextlib.AsyncExitStack, snapshot: Callable[[], A
     except OSError as exc:
         message = f"cannot listen on localhost port {port} for {WATCH_PATH} (--watch-port): {exc.strerror or exc}"
         if required:
-            log.error("%s", message)
+            log.error("%s", message, extra=labels(event="watch_unavailable"))
             sys.stderr.write(f"readiness-agent: error: {message}\n")
             return False
         log.error("%s; %s is off (set --watch-port to a free port, or 0)", message, WATCH_PATH,
-                  extra={"labels": {"event": "watch_unavailable"}})
+                  extra=labels(event="watch_unavailable"))
         return True
     subscribe(hub)
     hub.publish(snapshot())
-    log.info("watch endpoint %s on %s (at most %d watchers)", WATCH_PATH, ", ".join(bound), hub.cap)
+    log.info("watch endpoint %s on %s (at most %d watchers)", WATCH_PATH, ", ".join(bound), hub.cap,
+             extra=labels(event="watch_listening"))
     return True

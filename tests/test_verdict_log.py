@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.log_writer import KEEP, WARNING
+from agent.logs import importance
 from agent.model import CheckResult, ReadinessMode, Reason
 from agent.settings import DEFAULT_TIMING
 from agent.store import VerdictStore
@@ -51,7 +53,7 @@ class Harness:
         before = len(self.capture.records)
         self.store.record("redis", CheckResult(ok, 0.001, None if ok else reason or Reason.REFUSED, detail))
         for record in self.capture.records[before:]:
-            record.at = at  # type: ignore[attr-defined]
+            record.at = at
 
     def fail_every(self, start: float, end: float, step: float, reason: Reason = Reason.REFUSED) -> None:
         t = start
@@ -157,3 +159,14 @@ class TestVerdictLog:
         errors = [r for r in capture.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert errors[0].labels == {"state": "starting", "event": "deadline", "reason": "refused"}  # type: ignore[attr-defined]
+
+    def test_transitions_and_the_deadline_are_never_dropped_by_the_log_writer(self, capture: Capture) -> None:
+        """A full log queue (agent/log_writer.py) drops failure lines before others, never a transition, the
+        drain or the deadline: their records are in the writer's kept class, the others by level."""
+        h = Harness(capture, startup_timeout=1.0)
+        h.fail_every(0.0, 1.2, 0.2)
+        h.ready(1.2)
+        h.store.drain()
+        kept = {r.labels["event"] for r in capture.records if importance(r) == KEEP}  # type: ignore[attr-defined]
+        assert kept == {"transition", "deadline", "draining"}
+        assert {importance(r) for r in capture.records if r.labels["event"] == "failing"} == {WARNING}  # type: ignore[attr-defined]

@@ -51,6 +51,7 @@ from agent.checks.redis_monitor import ConnectionWatch
 from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
 from agent.checks.redis_sentinel import SentinelFailure
 from agent.checks.redis_topology import CLUSTER_INFO, Topology
+from agent.logs import labels
 from agent.model import CheckResult, Reason
 
 log = logging.getLogger("readiness_agent")
@@ -308,7 +309,7 @@ class RedisCheck:
                                                    else "PING alone (a replica's master link is not checked)")
         log.warning("check %s: Redis %s refuses %s (renamed, or not in the ACL user's rights); readiness is "
                     "judged from %s", self.name, self.target, " and ".join(refused), left,
-                    extra={"check": self.name, "event": "degraded_commands"})
+                    extra=labels(event="degraded_commands", check=self.name))
 
     async def wait_lost(self) -> None:
         """Return when the server ends the held connection (see redis_monitor.py), or, with Sentinel, when

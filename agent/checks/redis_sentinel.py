@@ -27,6 +27,7 @@ from agent.checks.dns import lookup_budget, open_stream
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, ReplyParser, encode
 from agent.checks.redis_replies import classify
+from agent.logs import labels
 from agent.model import Reason
 from agent.sentinel import SentinelTarget
 
@@ -207,7 +208,8 @@ class SentinelResolver:
                 try:
                     await self._subscribe(sentinel)
                 except (OSError, rx.RedisError, TimeoutError, SentinelFailure) as exc:
-                    log.debug("sentinel subscription to %s:%s ended: %s", *sentinel, classify(exc)[1])
+                    log.debug("sentinel subscription to %s:%s ended: %s", *sentinel, classify(exc)[1],
+                              extra=labels(event="sentinel_unsubscribed"))
                 if self.subscribed is not None:
                     failed_rounds = 0  # it was held, then lost: the next round starts without delay
                 self.subscribed = None
@@ -260,7 +262,8 @@ class SentinelResolver:
             return
         self.address = (words[3], int(words[4]))
         self.switches += 1
-        log.info("sentinel: master %s moved to %s:%s (+switch-master)", words[0], words[3], words[4])
+        log.info("sentinel: master %s moved to %s:%s (+switch-master)", words[0], words[3], words[4],
+                 extra=labels(event="switch_master"))
         self._switched.set()
 
     async def close(self) -> None:
