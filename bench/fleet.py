@@ -35,6 +35,7 @@ sampled every 20 ms to time the reconnections; the same with ``--jitter 0`` show
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -43,7 +44,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from bench.common import (
@@ -115,6 +116,7 @@ class Window:
     idle_redis_cpu: float
     connections: int
     commands: dict[str, int]
+    opened: int = 0  # connections the server accepted in the window (INFO total_connections_received)
 
 
 @dataclass
@@ -144,6 +146,11 @@ class Group:
     @property
     def seconds(self) -> float:
         return sum(w.seconds for w in self.windows)
+
+    @property
+    def opened_per_minute(self) -> float:
+        """Connections opened per client per minute, over every window."""
+        return sum(w.opened for w in self.windows) / self.seconds * 60 / self.n
 
     @property
     def commands(self) -> dict[str, int]:
@@ -254,8 +261,11 @@ def _exec_probes(server: RedisProcess, n: int) -> Iterator[None]:
         thread.join(10)
 
 
-def start_fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...]) -> list[AgentProcess]:
-    agents = [stack.enter_context(bench_agent(["--redis-url", redis_url(server.port), *args])) for _ in range(n)]
+def start_fleet(stack: contextlib.ExitStack, server: RedisProcess, n: int, args: tuple[str, ...],
+                url: str | None = None) -> list[AgentProcess]:
+    """``n`` agents on ``server`` (``url``: another URL of it, e.g. its TLS port), spawned without waiting."""
+    url = url or redis_url(server.port)
+    agents = [stack.enter_context(bench_agent(["--redis-url", url, *args])) for _ in range(n)]
     for agent in agents:
         agent.spawn()
     return agents
@@ -278,9 +288,11 @@ def measure_windows(groups: dict[str, Group], servers: dict[str, RedisProcess], 
                 calls0, calls1 = command_calls(before[name]), command_calls(after[name])
                 commands = {k: int(v - calls0.get(k, 0)) for k, v in calls1.items()}
                 commands["info"] = commands.get("info", 0) - 1  # our own INFO between the snapshots
+                accepted = "total_connections_received"
+                opened = int(after[name][accepted]) - int(before[name][accepted])
                 group.windows.append(Window(
                     seconds, _cpu(after[name]) - _cpu(before[name]), idle_cpu,
-                    int(after[name]["connected_clients"]) - 1, {k: v for k, v in commands.items() if v > 0}))
+                    int(after[name]["connected_clients"]) - 1, {k: v for k, v in commands.items() if v > 0}, opened))
     finally:
         for conn in [*conns.values(), idle_conn]:
             conn.close()
@@ -318,14 +330,19 @@ def side_by_side(stack: contextlib.ExitStack, n: int, specs: dict[str, GroupSpec
             fleets[name] = start_fleet(stack, servers[name], n, spec)
         else:
             stack.enter_context(_exec_probes(servers[name], n))
-    agents = [a for fleet in fleets.values() for a in fleet]
+    settle([a for fleet in fleets.values() for a in fleet])
+    return Rig(servers, idle, fleets)
+
+
+def settle(agents: list[AgentProcess]) -> None:
+    """Wait until every agent is live and ready, pin them to the client CPUs, and give every client 2 s to be on
+    its steady schedule."""
     for agent in agents:
         agent.wait_live(timeout=120, period=0.05)
     all_ready(agents, timeout=90)
     for agent in agents:
         pin(agent.pid, CLIENT_CPUS)
-    time.sleep(2.0)  # every client on its steady schedule
-    return Rig(servers, idle, fleets)
+    time.sleep(2.0)
 
 
 def _concurrent(n: int, steady: float, windows: int, bursts: int) -> dict[str, Group]:
@@ -429,6 +446,11 @@ def run(mode: Mode) -> Section:
     section = Section("4b. Fleet against one Redis")
     groups = measure(mode.reps(40, 8), mode.pick(15.0, 5.0), mode.reps(3, 1), mode.reps(2, 1), mode.reps(7, 2))
     _rows(section, groups)
+    from bench import fresh  # imports this module
+
+    costs = fresh.run(mode)  # what proving a new client's view adds, plain and TLS
+    section.rows += costs.rows
+    section.notes += costs.notes
     return section
 
 
@@ -509,26 +531,28 @@ def _describe(burst: Burst, want: int) -> str:
             f"sampling, every agent ready {burst.fleet_ready:.2f} s after the restart")
 
 
-def main() -> None:
-    """``python -m bench.fleet [--agents N] [--steady S] [--windows W] [--bursts B] [--kills K]``: this part alone."""
-    import argparse
-
+def standalone(description: str, options: dict[str, float], build: Callable[[argparse.Namespace], Section]) -> None:
+    """Run one part alone: ``--<option>`` flags (typed as their defaults), then its table and notes on stdout."""
     from bench.common import install_signal_handlers, table
 
     install_signal_handlers()
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--agents", type=int, default=40)
-    parser.add_argument("--steady", type=float, default=15.0)
-    parser.add_argument("--windows", type=int, default=3)
-    parser.add_argument("--bursts", type=int, default=2)
-    parser.add_argument("--kills", type=int, default=7)
-    args = parser.parse_args()
-    section = Section("4b. Fleet against one Redis")
-    _rows(section, measure(args.agents, args.steady, args.windows, args.bursts, args.kills))
+    parser = argparse.ArgumentParser(description=description)
+    for name, default in options.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    section = build(parser.parse_args())
     print(table(section.rows))
     for note in section.notes:
         print(f"- {note}")
+
+
+def main() -> None:
+    """``python -m bench.fleet [--agents N] [--steady S] [--windows W] [--bursts B] [--kills K]``: this part alone."""
+    def build(args: argparse.Namespace) -> Section:
+        section = Section("4b. Fleet against one Redis")
+        _rows(section, measure(args.agents, args.steady, args.windows, args.bursts, args.kills))
+        return section
+
+    standalone(main.__doc__ or "", {"agents": 40, "steady": 15.0, "windows": 3, "bursts": 2, "kills": 7}, build)
 
 
 if __name__ == "__main__":
