@@ -12,7 +12,7 @@ help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
 	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
 	@echo "make bench      benchmarks (not part of CI), results table on stdout; make bench QUICK=1: < 2 min"
-	@echo "make demo-race  the WebSocket 1011 race: without the agent, with it, with it and a readiness gate"
+	@echo "make demo-race  the WebSocket 1011 race (modes a-d at four load-balancer delays) and a rolling deploy"
 	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
 
 # Two venv stamps: `run` needs only the agent; tests, lint and the bench need the test extra too.
@@ -52,8 +52,13 @@ test: venv tools lint
 bench: venv
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
+# The sweep (every mode at four load-balancer delays) and the rolling deploy; their tables and pictures are in
+# docs/faults.md and docs/race/ (CI runs mode (d) at one delay: tests/test_race_1011.py).
 demo-race: venv tools
-	$(BIN)/python -m examples.websocket_app.race
+	$(BIN)/python -m examples.websocket_app.race --delays 0,0.05,1,5 --out docs/race/sweep.json
+	$(BIN)/python -m examples.websocket_app.deploy --out docs/race/deploy.json
+	$(BIN)/pip install --quiet matplotlib
+	$(BIN)/python -m examples.websocket_app.plots docs/race
 
 soak: venv tools
 	$(BIN)/python -m bench.soak

@@ -6,7 +6,9 @@ test said nothing. Here everything is real (the aiohttp backend, a ``redis-serve
 show the race (otherwise run (b)'s zero would prove nothing), and run (b), under the same faults, must show no
 1011 except inside the agent's detection time after the unannounced kill, which nobody can foresee. Run (c)
 adds the readiness gate the agent pushes (issue 17's target: at most 3 x 1011 per unannounced kill at 40
-connections/s), which a polling prober cannot reach.
+connections/s), which a polling prober cannot reach. Run (d) adds readiness_client in the app, under a load
+balancer that takes 1 s to act: the app refuses (503) what the balancer still sends, so no 1011 outside the
+agent's detection time.
 """
 
 from __future__ import annotations
@@ -93,3 +95,21 @@ class TestReadinessGateRace:
         for at, ok in run.routable:
             if ok:
                 assert last(run.prober, at) and last(run.gate, at), (report, at - run.marks.loading)
+
+
+class TestAppClientRace:
+    async def test_app_client_keeps_1011_inside_detection_time_under_a_slow_load_balancer(self) -> None:
+        """(d) with a 1 s load-balancer delay: 0 x 1011 outside the detection time; the handshakes the balancer
+        still sent while the agent said not ready are refused (503), counted apart; the pinned client is served."""
+        scenario = Scenario(propagation=1.0)
+        run = await race.run_once("client", scenario)
+        report = race.format_table(run), _when(run)
+
+        assert len(run.outcomes) >= 150 and run.count("served") >= 20, report
+        phases = run.by_phase()
+        assert phases[race.STARTUP] == phases[race.STEADY] == phases[race.RECOVERY] == 0, report
+        for outcome in run.closed_1011:  # handshakes completed before the agent could know: reported, bounded
+            assert run.marks.kill <= outcome.ended <= run.marks.kill + scenario.detection_time, report
+        assert run.count("refused") >= 1, report  # the balancer's second of delay was refused, not accepted
+        assert run.pinned is not None and run.pinned.result == "served", report
+        assert run.count("error") == run.count("gave_up") == 0, report

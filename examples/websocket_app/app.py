@@ -120,8 +120,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def make_app(redis_url: str, name: str = "backend") -> web.Application:
-    """The backend application; its Redis client lives as long as the app (``cleanup_ctx``)."""
+def make_app(redis_url: str, name: str = "backend", watch_url: str | None = None,
+             drain_window: float | None = None) -> web.Application:
+    """The backend application; its Redis client lives as long as the app (``cleanup_ctx``).
+
+    With ``watch_url`` (mode (d)) the app uses readiness_client: upgrades are refused with 503 while the agent
+    at ``watch_url`` says not ready, and its shutdown closes the open WebSockets with 1012 over ``drain_window``.
+    """
     app = web.Application()
     app[REDIS_URL] = redis_url
     app[NAME] = name
@@ -134,6 +139,10 @@ def make_app(redis_url: str, name: str = "backend") -> web.Application:
     app.cleanup_ctx.append(redis_ctx)
     app.router.add_get("/ws", session)
     app.router.add_get("/healthz", healthz)
+    if watch_url is not None:
+        from readiness_client import aiohttp_gate
+
+        aiohttp_gate.setup(app, url=watch_url, drain_window=drain_window)
     return app
 
 
@@ -158,9 +167,11 @@ class Backend:
         await self.runner.cleanup()
 
 
-async def start_backend(redis_url: str, host: str = "127.0.0.1", port: int = 0, name: str = "backend") -> Backend:
-    """Start the backend (port 0: any free port). It accepts connections at once, whatever Redis is doing."""
-    runner = web.AppRunner(make_app(redis_url, name), shutdown_timeout=1.0)
+async def start_backend(redis_url: str, host: str = "127.0.0.1", port: int = 0, name: str = "backend",
+                        watch_url: str | None = None) -> Backend:
+    """Start the backend (port 0: any free port). Without ``watch_url`` it accepts connections at once, whatever
+    Redis is doing; with it, only while the agent says ready."""
+    runner = web.AppRunner(make_app(redis_url, name, watch_url), shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -173,8 +184,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--watch-url", default=None, help="use readiness_client with the agent's /watch here")
+    parser.add_argument("--drain-window", type=float, default=None, help="seconds to spread the 1012 closes over")
+    parser.add_argument("--name", default="backend")
     args = parser.parse_args()
-    web.run_app(make_app(args.redis_url), host=args.host, port=args.port)
+    web.run_app(make_app(args.redis_url, args.name, args.watch_url, args.drain_window), host=args.host,
+                port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ class Outcome:
     pinned: bool = False
     routed: float | None = None
     ended: float = 0.0
-    result: str = "error"  # served | 1011 | error | gave_up
+    result: str = "error"  # served | 1011 | refused (handshake answered 503 by the app) | error | gave_up
     detail: str = ""
 
     @property
@@ -225,6 +225,9 @@ async def run_client(session: aiohttp.ClientSession, router: Router, client: int
                     break
             else:
                 out.result = "served"
+    except aiohttp.WSServerHandshakeError as exc:
+        out.result = "refused" if exc.status == 503 else "error"
+        out.detail = f"handshake {exc.status}: {exc.message}"
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         out.detail = f"{type(exc).__name__}: {exc}"
     out.ended = clock()

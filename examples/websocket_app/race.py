@@ -8,7 +8,10 @@ the race for real, once per mode, under identical faults, and counts what client
 (b) the prober watches readiness-agent's ``/readyz``;
 (c) as (b), and the agent also pushes its verdict into the pod's readiness gate (``--kube-readiness-gate``,
     against the Kubernetes API stand-in, examples/websocket_app/gate.py): the router drops the pod when the
-    condition goes False, without waiting for the prober's period.
+    condition goes False, without waiting for the prober's period;
+(d) as (b), and the backend itself follows the agent's verdict with readiness_client (``GET /watch``): it answers
+    a WebSocket handshake with 503 while the agent says not ready, whatever the router still sends it. Refused
+    handshakes are counted apart from 1011s; the 1011s left are handshakes completed before the agent knew.
 
 The scenario, on a real ``redis-server`` (recipes from ``harness/redis_server.py``): the backend and the
 clients are up first; Redis starts with a dataset to load (``-LOADING`` for a few seconds); after a steady
@@ -51,7 +54,7 @@ from examples.websocket_app.race_model import (
     cause,
 )
 from harness.agent_process import AgentProcess
-from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, RespError
+from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, RespError, free_port
 from harness.wait import until_async
 
 __all__ = ["CAUSES", "DETECTION", "FAST_PROBE", "MODES", "PHASES", "RECOVERY", "STARTUP", "STEADY", "Marks",
@@ -88,12 +91,14 @@ async def run_once(mode: str, sc: Scenario) -> RunResult:
         stack.callback(redis.close)
         await asyncio.to_thread(_prepare_dump, redis, sc.loading)
 
-        backend = await start_backend(redis.url)
+        watch = f"http://127.0.0.1:{free_port()}/watch" if mode == "client" else None
+        backend = await start_backend(redis.url, watch_url=watch)
         stack.push_async_callback(backend.stop)
         readiness: str | None = None
         api = await gate.start_api(stack) if mode == "gate" else None
-        if mode in ("agent", "gate"):
-            args = ("--redis-url", redis.url, *timing_args(sc.agent))
+        if mode in ("agent", "gate", "client"):
+            watch_args = ("--watch-port", watch.split(":")[2].split("/")[0]) if watch else ()
+            args = ("--redis-url", redis.url, *timing_args(sc.agent), *watch_args)
             agent = gate.agent_process(stack, api, *args) if api is not None else AgentProcess(*args)
             stack.callback(agent.close)
             await asyncio.to_thread(agent.start)  # the loop keeps serving the API stand-in meanwhile
@@ -186,6 +191,7 @@ def format_table(*runs: RunResult) -> str:
     row("      after it (restart, LOADING, recovery)", lambda r: r.by_phase()[RECOVERY])
     row("    Redis said -LOADING / refused / other",
         lambda r: " / ".join(str(n) for n in r.by_cause().values()))
+    row("  handshakes refused by the app (503)", lambda r: r.count("refused"))
     row("  other errors / gave up waiting", lambda r: f"{r.count('error')} / {r.count('gave_up')}")
     row("client pinned inside LOADING", lambda r: r.pinned.result if r.pinned else "-")
     row("time lost to gating: total / mean / max", gating)
@@ -211,29 +217,76 @@ def format_table(*runs: RunResult) -> str:
     return "\n".join(header + body)
 
 
+DELAYS = (0.0, 0.05, 1.0, 5.0)  # load-balancer programming delays of the sweep (make demo-race)
+
+
+def sweep_row(run: RunResult) -> dict[str, object]:
+    """One cell of the sweep: 1011s per kill, inside and outside the detection time, and refused handshakes."""
+    phases = run.by_phase()
+    kills = max(1, len(run.marks.kills))
+    outside = phases[STARTUP] + phases[STEADY] + phases[RECOVERY]
+    return {"mode": run.mode, "delay": run.scenario.propagation, "kills": len(run.marks.kills),
+            "per_kill": (phases[DETECTION] + phases[RECOVERY]) / kills, "inside": phases[DETECTION],
+            "outside": outside, "refused": run.count("refused"), "served": run.count("served"),
+            "clients": len(run.outcomes)}
+
+
+def format_sweep(runs: list[RunResult]) -> str:
+    """Markdown: one row per mode, one column per delay; 1011 per kill (inside / outside detection), refused."""
+    rows = [sweep_row(r) for r in runs]
+    delays = sorted({float(str(r["delay"])) for r in rows})
+    modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
+    head = "| LB delay → | " + " | ".join(f"{d * 1000:g} ms" if d < 1 else f"{d:g} s" for d in delays) + " |"
+    lines = [head, "|---|" + "---:|" * len(delays)]
+    for mode in modes:
+        cells = []
+        for d in delays:
+            r = next((x for x in rows if x["mode"] == mode and x["delay"] == d), None)
+            cells.append("-" if r is None else f"{r['per_kill']:g} ({r['inside']} in / {r['outside']} out)"
+                         + (f", {r['refused']} refused" if r["refused"] else ""))
+        lines.append(f"| {MODES[mode]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """``python -m examples.websocket_app.race``: run both scenarios, print them side by side."""
     parser = argparse.ArgumentParser(description="The WebSocket 1011 race, without and with readiness-agent")
     parser.add_argument("--naive", choices=["naive", "none"], default="naive",
                         help="run (a): the backend's TCP /healthz (default) or no readiness probe at all")
-    parser.add_argument("--modes", default="abc", help="which runs, in order: a, b and/or c (default abc)")
+    parser.add_argument("--modes", default="abcd", help="which runs, in order: a, b, c and/or d (default abcd)")
     parser.add_argument("--kills", type=int, default=1, metavar="N", help="kill/restart cycles per run")
     parser.add_argument("--spacing", type=float, default=0.04, metavar="S", help="seconds between new clients")
     parser.add_argument("--propagation", type=float, default=0.0, metavar="S",
                         help="delay before the router acts on a readiness change (EndpointSlice, kube-proxy, NEG)")
     parser.add_argument("--json", action="store_true", help="print the runs' summaries as JSON instead")
+    parser.add_argument("--delays", default=None, metavar="S,S,...",
+                        help=f"sweep: every mode at each load-balancer delay (make demo-race: "
+                             f"{','.join(f'{d:g}' for d in DELAYS)}); prints the sweep table")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the sweep's rows as JSON here")
     parser.add_argument("--probe-period", type=float, default=FAST_PROBE.period, metavar="S",
                         help="the prober's period (a pushed readiness gate acts like a very short one)")
     parser.add_argument("--probe-failures", type=int, default=FAST_PROBE.failure_threshold, metavar="N",
                         help="failed probes before the router stops sending new clients")
     args = parser.parse_args()
     probe = replace(FAST_PROBE, period=args.probe_period, failure_threshold=args.probe_failures)
-    by_letter = {"a": args.naive, "b": "agent", "c": "gate"}
+    by_letter = {"a": args.naive, "b": "agent", "c": "gate", "d": "client"}
     if not args.modes or set(args.modes) - set(by_letter):
-        parser.error("--modes takes the letters a, b, c")
+        parser.error("--modes takes the letters a, b, c, d")
     sc = Scenario(probe=probe, kills=args.kills, spacing=args.spacing, propagation=args.propagation)
-    runs = asyncio.run(run_modes([by_letter[m] for m in args.modes], sc))
-    print(json.dumps([r.summary() for r in runs], indent=2) if args.json else format_table(*runs))
+    modes = [by_letter[m] for m in args.modes]
+    if args.delays is None:
+        runs = asyncio.run(run_modes(modes, sc))
+        print(json.dumps([r.summary() for r in runs], indent=2) if args.json else format_table(*runs))
+        return
+    runs = []
+    for delay in (float(d) for d in args.delays.split(",")):
+        batch = asyncio.run(run_modes(modes, replace(sc, propagation=delay)))
+        print(format_table(*batch), flush=True)
+        runs.extend(batch)
+    print(format_sweep(runs))
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump([sweep_row(r) for r in runs], out, indent=1)
 
 
 if __name__ == "__main__":

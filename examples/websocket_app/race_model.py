@@ -22,7 +22,7 @@ PHASES = (STARTUP, STEADY, DETECTION, RECOVERY)
 FAST_PROBE = ProbeSpec(period=0.2, timeout=0.5, failure_threshold=2, success_threshold=1)
 CAUSES = ("-LOADING", "refused", "other")
 MODES = {"naive": "(a) naive /healthz", "none": "(a) no readiness probe", "agent": "(b) agent /readyz",
-         "gate": "(c) agent + readiness gate"}
+         "gate": "(c) agent + readiness gate", "client": "(d) agent + app client"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class RunResult:
             "per_kill_1011": self.per_kill(),
             "out_of_rotation_ms": [None if s is None else round(s * 1000, 1) for s in self.out_of_rotation()],
             "routed_while_gate_false": len(self.routed_while_gate_false()),
-            "by_cause": self.by_cause(), "errors": self.count("error"),
+            "by_cause": self.by_cause(), "refused_handshakes": self.count("refused"), "errors": self.count("error"),
             "gave_up": self.count("gave_up"), "pinned": self.pinned.result if self.pinned else None,
             "gating_total": sum(gated), "gating_max": max(gated, default=0.0),
             "detection_time": self.scenario.detection_time,
