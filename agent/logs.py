@@ -8,10 +8,11 @@ text rather than lost, and tests/test_logging_labels.py checks statically that e
 and ``logger=<name>``.
 
 **Never blocking.** The handler sits on the root logger, so the agent's records, the libraries' (uncaught
-task exceptions reach the ``asyncio`` logger) and Python warnings (``logging.captureWarnings``) all take the
-same way: formatted by the caller, queued and written by :class:`agent.log_writer.LogWriter` (a daemon thread,
-non-blocking writes on a pipe). A stalled collector costs dropped records (least important first, never a
-verdict transition), counted by ``readiness_agent_log_records_dropped_total``, never a frozen loop or exit.
+task exceptions reach the ``asyncio`` logger), Python warnings (``logging.captureWarnings``) and exceptions
+that end a thread (``threading.excepthook``) all take the same way: formatted by the caller, queued and
+written by :class:`agent.log_writer.LogWriter` (a daemon thread, non-blocking writes on a pipe). A stalled
+collector costs dropped records (least important first, never a verdict transition), counted by
+``readiness_agent_log_records_dropped_total``, never a frozen loop or exit.
 
 **JSON** goes through google-cloud-logging's ``StructuredLogHandler`` format (one object per line with
 ``severity``, ``message`` and ``logging.googleapis.com/labels``); the library costs ~330 ms and ~32 MiB at
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import IO, Any
 
 from agent.log_writer import DEBUG, ERROR, INFO, KEEP, WARNING, LogWriter
@@ -158,6 +160,15 @@ def _report_dropped(count: int) -> None:
         extra=labels(event="log_records_dropped", count=str(count)))
 
 
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    """An exception that ended a thread: one record through the queue, not a write on stderr."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger(LOGGER).error("thread %s ended with an exception", name, extra=labels(event="thread_exception"),
+                                    exc_info=args.exc_value)
+
+
 def setup_logging(fmt: str, level: str, stream: IO[str] | None = None) -> logging.Logger:
     """Configure logging; ``fmt`` is ``json`` or ``text`` (``auto`` is resolved by config), ``stream`` the
     output (stdout by default; only its file descriptor is used)."""
@@ -178,6 +189,7 @@ def setup_logging(fmt: str, level: str, stream: IO[str] | None = None) -> loggin
     logger.propagate = True
     root.setLevel(max(logging.WARNING, logger.level))  # libraries: warnings and errors only
     logging.captureWarnings(True)
+    threading.excepthook = _thread_exception  # its default writes a traceback on stderr, outside the queue
     # aiohttp's access log would write one line per probe; the verdict log is what operators need.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return logger

@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from harness.redis_server import RedisProcess
 
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 ABOUT_A_CHECK = re.compile(r"^check (\S+?):? ")  # "check redis: …", "check redis failed …"
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (?P<message>.*?)(?: \[(?P<labels>[^\]]*)\])?$")
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (?P<message>.*?)(?: \[(?P<labels>[^\]]*)\])?$",
+                       re.S)
 
 
 def logging_calls() -> list[tuple[str, ast.Call]]:
@@ -74,10 +77,9 @@ class TestOneWayToLabel:
 
 
 def text_records(out: str) -> list[tuple[str, dict[str, str]]]:
+    """(message, labels) of each text record; a record's later lines (a traceback) are indented by two spaces."""
     records = []
-    for line in out.splitlines():
-        if line.startswith("  "):  # a traceback's continuation
-            continue
+    for line in re.split(r"\n(?!  )", out.rstrip("\n")):
         match = TEXT_LINE.match(line)
         assert match, f"not a log line: {line!r}"
         pairs = (match["labels"] or "").split()
@@ -125,3 +127,31 @@ def test_static_check_sees_an_unlabelled_call(tmp_path: Path) -> None:
     source = 'log.warning("check %s: x", n, extra={"check": n, "event": "e"})\nlog.info("y")\n'
     calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
     assert [label_keys(c) for c in calls] == [None, None]
+
+
+def test_library_records_warnings_and_thread_exceptions_take_the_same_way() -> None:
+    """An unretrieved task exception (the ``asyncio`` logger), a Python warning and an exception that ends a
+    thread: each one labelled line on the log output, and nothing on stderr."""
+    script = """if True:
+        import asyncio, gc, sys, threading, warnings
+        from agent.logs import setup_logging
+        setup_logging("text", "info", sys.stdout)
+        async def main():
+            task = asyncio.create_task(asyncio.to_thread(int, "x"))
+            await asyncio.wait([task])
+            del task
+            gc.collect()
+        asyncio.run(main())
+        warnings.warn("a warning")
+        thread = threading.Thread(target=int, args=("y",), name="worker")
+        thread.start()
+        thread.join()
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    records = text_records(proc.stdout)
+    assert [labels for _, labels in records] == [
+        {"event": "library", "logger": "asyncio"},
+        {"event": "library", "logger": "py.warnings"},
+        {"event": "thread_exception"},
+    ], proc.stdout
