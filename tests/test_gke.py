@@ -33,6 +33,9 @@ AGENT_PORT = 9180
 # Detection bound of the agent's defaults (README "How the verdict works"): 1 x 1.2 + 3 x (0.5 + 0.2 x 1.2).
 DETECTION_BOUND_SECONDS = 3.42
 WEBSOCKET_BACKEND_TIMEOUT = 3600
+# The load balancer's detection delay (interval x unhealthy threshold + timeout): README "Load balancing WebSockets
+# on GKE" states it, and the race demo uses it as its load-balancer delay.
+LB_DETECTION_SECONDS = 3
 # Strategic-merge keys of the pod-spec lists the gate patch touches (k8s.io/api core/v1 patchMergeKey tags).
 MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
               "volumeMounts": "mountPath", "readinessGates": "conditionType"}
@@ -146,7 +149,11 @@ class TestLoadBalancing:
         assert http["portSpecification"] == "USE_FIXED_PORT" and http["port"] == port and "portName" not in http
         assert http["requestPath"] == "/readyz"
         for check in (backend, policy):
-            assert check["unhealthyThreshold"] >= 2 and check["timeoutSec"] < check["checkIntervalSec"]
+            assert check["unhealthyThreshold"] >= 2 and check["timeoutSec"] <= check["checkIntervalSec"]
+            # This check, not pod readiness, routes new connections (the NEG keeps not-Ready pods): Google's
+            # minimum interval and timeout, so a pod is out of rotation within 3 s of /readyz turning 503.
+            assert (check["checkIntervalSec"], check["timeoutSec"]) == (1, 1)
+            assert check["checkIntervalSec"] * check["unhealthyThreshold"] + check["timeoutSec"] == LB_DETECTION_SECONDS
 
     def test_gateway_policies_target_the_apps_service(self, services: dict[str, dict[str, Any]]) -> None:
         """HealthCheckPolicy and GCPBackendPolicy attach to the app's Service (core group) by targetRef."""

@@ -379,6 +379,11 @@ class TestGkeLoadBalancer:
         assert backend["connectionDraining"]["drainingTimeoutSec"] == pod_spec(workload(docs))[
             "terminationGracePeriodSeconds"]
 
+    def test_health_check_timeout_above_the_interval_is_refused(self, helm: Helm) -> None:
+        """Google Cloud refuses a health check whose timeoutSec exceeds checkIntervalSec: so does the render."""
+        error = refused(helm, "--set", "gke.backendConfig.enabled=true", "--set", "gke.healthCheck.timeoutSec=2")
+        assert "gke.healthCheck.timeoutSec (2) must not exceed checkIntervalSec (1)" in error
+
     def test_library_mode_needs_the_service_name(self, helm: Helm) -> None:
         """Without the standalone app Service, gke.serviceName must name the load balancer's Service."""
         error = refused(helm, "--set", "workload.enabled=false", "--set", "podSelector.app=chat",

@@ -116,6 +116,11 @@ redis_url platform window interval retry_interval timeout failure_threshold flap
 {{- if and (not .Values.agent.settings.redis_url) (not .Values.agent.redisUrlSecret.name) (not .Values.agent.config) }}
 {{- fail "no Redis to check: set agent.redisUrlSecret.name, agent.settings.redis_url or agent.config.checks" }}
 {{- end }}
+{{- with .Values.gke.healthCheck }}
+{{- if gt (int .timeoutSec) (int .checkIntervalSec) }}
+{{- fail (printf "gke.healthCheck.timeoutSec (%d) must not exceed checkIntervalSec (%d): Google Cloud refuses such a health check" (int .timeoutSec) (int .checkIntervalSec)) }}
+{{- end }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled (it scrapes through that Service)" }}
 {{- end }}
