@@ -16,6 +16,7 @@ from agent.model import Reason, State
 from agent.scheduler import Agent
 from agent.settings import Platform, Settings
 from harness.redis_server import RedisProcess
+from harness.redis_server import parse_info as parse_server_info
 from harness.wait import until_async
 
 
@@ -192,3 +193,72 @@ class TestRunner:
             assert check.last.ok  # nothing failed
         finally:
             await agent.stop()
+
+
+class TestNewClientView:
+    """The proof that a new connection works, on an injected clock against a real redis-server."""
+
+    async def test_a_new_connection_every_period_until_it_passes(self, redis_proc: RedisProcess) -> None:
+        """Due after the period on a held connection; it fails like any check while a new client is refused,
+        proves itself again at every check until it passes, and the held connection is kept throughout."""
+        now = [0.0]
+        check = RedisCheck(settings_for(redis_proc.url).checks[0], 0.5, clock=lambda: now[0])
+        with redis_proc.connect() as admin:
+            def opened() -> int:
+                return int(parse_server_info(str(admin.command("INFO", "stats")))["total_connections_received"])
+
+            try:
+                assert (await check.run()).ok  # the held connection's own handshake is the first proof
+                start = opened()
+                now[0] = 29.9
+                assert (await check.run()).ok
+                assert opened() == start  # not due yet
+                now[0] = 30.0
+                assert (await check.run()).ok
+                assert opened() == start + 1  # one new connection, closed again
+                admin.command("CONFIG", "SET", "requirepass", "set-server-first")
+                now[0] = 60.0
+                for _ in range(2):  # due until it passes
+                    result = await check.run()
+                    assert (result.ok, result.reason, result.conclusive) == (False, Reason.AUTH, False)
+                    assert result.detail == "a new connection: NOAUTH Authentication required."
+                assert opened() == start + 3
+                admin.command("CONFIG", "SET", "requirepass", "")
+                assert (await check.run()).ok
+                assert (await check.run()).ok
+                assert opened() == start + 4  # proven at 60: not due again before 90
+                assert str(admin.command("CLIENT", "LIST")).count("name=readiness-agent") == 1  # still held
+            finally:
+                await check.close()
+
+    async def test_zero_turns_it_off(self, redis_proc: RedisProcess) -> None:
+        """``0``: the held connection alone, however long it is held."""
+        now = [0.0]
+        config = settings_for(redis_proc.url, redis_fresh_connection_interval="0").checks[0]
+        check = RedisCheck(config, 0.5, clock=lambda: now[0])
+        try:
+            assert (await check.run()).ok
+            start = int(redis_proc.info("stats")["total_connections_received"])
+            now[0] = 1e6
+            assert (await check.run()).ok
+            assert int(redis_proc.info("stats")["total_connections_received"]) == start + 1  # this INFO's own
+        finally:
+            await check.close()
+
+    async def test_a_full_server_says_maxclients(self, redis_proc: RedisProcess) -> None:
+        """At maxclients a new connection is told so and closed: the proof and a new check both say
+        ``maxclients`` (the reply is kept as the reason for the commands pipelined behind it)."""
+        now = [0.0]
+        check = RedisCheck(settings_for(redis_proc.url).checks[0], 0.5, clock=lambda: now[0])
+        newcomer = check_for(redis_proc.url)
+        try:
+            assert (await check.run()).ok
+            redis_proc.cli("CONFIG", "SET", "maxclients", "1")  # the check's held connection is the one
+            now[0] = 30.0
+            proof, fresh = await check.run(), await newcomer.run()
+            assert (proof.reason, proof.detail) == (Reason.MAXCLIENTS,
+                                                    "a new connection: ERR max number of clients reached")
+            assert (fresh.reason, fresh.detail) == (Reason.MAXCLIENTS, "ERR max number of clients reached")
+        finally:
+            await newcomer.close()
+            await check.close()
