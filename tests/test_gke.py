@@ -188,8 +188,9 @@ class TestShutdownAndProbes:
 class TestNetworkPolicy:
     def test_agent_port_is_open_to_probes_prometheus_and_health_checks_only(self, deployment: dict[str, Any],
                                                                            tmp_path: Path) -> None:
-        """The agent's policy opens port 9180 to one kubelet ipBlock, the Prometheus namespace and Google's two
-        health-check ranges; the app's policy opens only the app's port; both select the app's pods."""
+        """The agent's policy opens port 9180 to both Managed Prometheus namespaces and Google's two health-check
+        ranges, and to no node range (the pod's own node, the kubelet, is always allowed; a node range would open
+        /status to every node); the app's policy opens only the app's port; both select the app's pods."""
         docs = docs_of("networkpolicy.yaml")
         validate_builtin(docs, tmp_path)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -199,9 +200,9 @@ class TestNetworkPolicy:
             assert spec["podSelector"]["matchLabels"].items() <= labels.items() and spec["policyTypes"] == ["Ingress"]
         [rule] = agent["ingress"]
         assert rule["ports"] == [{"port": AGENT_PORT, "protocol": "TCP"}]
-        kubelet, prometheus, *google = rule["from"]
-        assert set(kubelet) == {"ipBlock"} and "except" not in kubelet["ipBlock"]
-        assert prometheus == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}}}
+        prometheus, *google = rule["from"]
+        assert prometheus == {"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["gmp-system", "gke-gmp-system"]}]}}
         assert google == [{"ipBlock": {"cidr": cidr}} for cidr in GOOGLE_HEALTH_CHECK_RANGES]
         [app_rule] = app["ingress"]
         app_port = pod_spec(deployment)["containers"][0]["ports"][0]["containerPort"]

@@ -430,9 +430,17 @@ class TestShutdown:
 
 
 class TestNetworkPolicy:
-    def test_needs_the_kubelet_range(self, helm: Helm) -> None:
-        """Enabled without kubeletCIDRs fails the render: the kubelet's probes would be dropped."""
-        assert "networkPolicy.kubeletCIDRs" in refused(helm, "--set", "networkPolicy.enabled=true")
+    def test_kubelet_range_is_optional_and_both_gmp_namespaces_are_open(self, helm: Helm, tmp_path: Path) -> None:
+        """Without kubeletCIDRs the policy renders (the pod's own node is always allowed) with no node ipBlock,
+        and Prometheus from gmp-system and gke-gmp-system may scrape."""
+        docs = render(helm, "--set", "networkPolicy.enabled=true")
+        [rule] = one(docs, "NetworkPolicy")["spec"]["ingress"]
+        blocks = [peer["ipBlock"]["cidr"] for peer in rule["from"] if "ipBlock" in peer]
+        assert blocks == GOOGLE_HEALTH_CHECK_RANGES
+        [namespaces] = [peer["namespaceSelector"] for peer in rule["from"] if "namespaceSelector" in peer]
+        assert namespaces == {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                                    "values": ["gmp-system", "gke-gmp-system"]}]}
+        validate_builtin(docs, tmp_path)
 
     def test_opens_the_agent_port_to_probes_prometheus_and_health_checks_only(
             self, chart_all: list[dict[str, Any]]) -> None:

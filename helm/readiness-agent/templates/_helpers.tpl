@@ -110,9 +110,6 @@ redis_url platform window interval retry_interval timeout failure_threshold flap
 {{- else if and (not .Values.podSelector) (or .Values.metrics.service.enabled .Values.metrics.podMonitoring.enabled .Values.networkPolicy.enabled) }}
 {{- fail "podSelector: with workload.enabled=false set it to your app's pod labels (the metrics Service, PodMonitoring and NetworkPolicy select the pods by it)" }}
 {{- end }}
-{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.kubeletCIDRs) }}
-{{- fail "networkPolicy.kubeletCIDRs: set your nodes' address range (kubelet probes come from the node and cannot be matched by a selector), or the probes to the agent would be dropped" }}
-{{- end }}
 {{- if and (not .Values.agent.settings.redis_url) (not .Values.agent.redisUrlSecret.name) (not .Values.agent.config) }}
 {{- fail "no Redis to check: set agent.redisUrlSecret.name, agent.settings.redis_url or agent.config.checks" }}
 {{- end }}
