@@ -505,6 +505,18 @@ class TestInstallHelmPin:
         assert not (tmp_path / ".tools" / "helm" / "helm").exists()
 
 
+class TestServiceAccount:
+    def test_workload_identity_annotation(self, helm: Helm, tmp_path: Path) -> None:
+        """serviceAccount.annotations reach the created account the pod runs as (Workload Identity), gate off."""
+        wi = "iam.gke.io/gcp-service-account"
+        docs = render(helm, "--set", "serviceAccount.create=true", "--set",
+                      f"serviceAccount.annotations.{wi.replace('.', chr(92) + '.')}=agent@p.iam.gserviceaccount.com")
+        account = one(docs, "ServiceAccount")
+        assert account["metadata"]["annotations"] == {wi: "agent@p.iam.gserviceaccount.com"}
+        assert pod_spec(workload(docs))["serviceAccountName"] == account["metadata"]["name"]
+        validate_builtin(docs, tmp_path)
+
+
 class TestAgentName:
     @pytest.mark.parametrize(("option", "length"), [
         ("release", 40), ("release", 47), ("release", 50), ("release", 53),

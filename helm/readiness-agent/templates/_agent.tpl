@@ -170,6 +170,10 @@ metadata:
   name: {{ $sa }}
   labels:
     {{- include "readiness-agent.agentLabels" . | nindent 4 }}
+  {{- with .Values.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 # No token for every container of the pod by default: the agent mounts its own (readinessGate.enabled).
 automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
 {{- end }}
