@@ -23,12 +23,13 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import detection, fleet, footprint, probes, scale
+from bench import detection, fleet, footprint, probes, scale, scrape
 from bench.common import REAPER, Mode, Row, Section, install_signal_handlers, log, machine, table, timed
 
 PARTS: dict[str, tuple[str, Callable[[Mode], Section]]] = {
     "detection": ("1", detection.run),
     "probes": ("2", probes.run),
+    "scrape": ("2b", scrape.run),
     "footprint": ("3", footprint.run),
     "scale": ("4", scale.run),
     "fleet": ("4", fleet.run),
@@ -37,6 +38,7 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 TOOLS: dict[str, tuple[str, ...]] = {  # the executables each part runs (Debian packages in install-tools.sh)
     "detection": ("redis-server", "redis-cli"),
     "probes": ("redis-server", "wrk", "hey"),
+    "scrape": ("redis-server", "wrk"),
     "footprint": ("redis-server",),
     "scale": ("redis-server",),
     "fleet": ("redis-server", "redis-cli", "cc"),

@@ -1,0 +1,348 @@
+"""Figure 2b, what an expensive endpoint costs the probes: ``/readyz`` under a flood of ``/metrics`` or ``/status``.
+
+Why: anyone on the pod network reaches the HTTP port, and the probes share the agent's one event loop with
+``/metrics`` and ``/status``. Before the render cache a 32-connection ``/metrics`` flood held ``/readyz`` at
+146 ms (median) and delayed a Redis kill's 503 by 345 ms (issue 22). Three parts, each against its same-run
+baseline:
+
+* **flood**: ``wrk -c32`` on nothing, ``/readyz``, ``/status`` or ``/metrics`` (one check), while
+  ``harness.readyz_sampler`` polls ``/readyz`` every 5 ms from this process; then Redis is killed mid-flood and
+  the first 503 timed. The baseline is the ``/readyz`` flood: the loop saturated by the cheapest request there
+  is. Target: under a ``/metrics`` or ``/status`` flood, ``/readyz`` p90 <= 1.5 x that row's p90 and kill ->
+  503 <= 50 ms. Rounds alternate the endpoints; samples are pooled over rounds.
+* **CPU at 100 checks, one scrape per second**: the agent's CPU (all threads) in 2 s windows with a scraper
+  asking for OpenMetrics (as Prometheus does) once a second, paired with windows without (order flipped every
+  pair, so drift cancels); the median paired difference. Target <= 2 % of a core. The in-process CPU of one
+  render (this repository's exposition and prometheus_client's own encoders) is shown beside it.
+* **renders under concurrent scrapers at 100 checks**: 32 scrapers at once, then 8 scrapers each once a second
+  for a few seconds; renders counted by the agent (``/status`` ``runtime.renders``). Target: one render for
+  the burst.
+
+Run it on an older commit with ``--only scrape`` from a worktree (the agent is the worktree's, the harness
+too): parts the old agent cannot report (renders, the fast exposition) say n/a.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.common import (
+    Mode,
+    Row,
+    Section,
+    answered,
+    bench_agent,
+    cpu_seconds,
+    http_get,
+    log,
+    median,
+    ms,
+    quantile,
+    redis_url,
+    write_config,
+)
+from harness.agent_process import AgentProcess
+from harness.readyz_sampler import ReadyzSampler
+from harness.redis_server import RedisProcess
+from harness.wait import until
+
+FLOODS = ("nothing", "/readyz", "/status", "/metrics")
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"  # Prometheus 2.x
+RAMP = 0.5  # s of flood before sampling
+WINDOW = 1.5  # s of /readyz samples per round
+AGENT_FLAGS = ("--window", "0.5")
+CPU_WINDOW = 2.0  # s per CPU window: two scrapes in a scraped one
+
+
+@dataclass(slots=True)
+class Flood:
+    """One endpoint's rounds: /readyz latencies during the flood, kill -> 503 per round, wrk's requests/s."""
+
+    latencies: list[float] = field(default_factory=list)
+    kills: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+
+    def p(self, q: float) -> float:
+        return quantile(self.latencies, q)
+
+
+def _wrk(url: str, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(["wrk", "-t1", "-c32", f"-d{round(seconds)}s", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _rps(out: str) -> float:
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def _flood_round(agent: AgentProcess, server: RedisProcess, sampler: ReadyzSampler, target: str,
+                 into: Flood) -> None:
+    proc = _wrk(f"{agent.base}{target}", RAMP + WINDOW + 1.5) if target != "nothing" else None
+    try:
+        started = time.monotonic()
+        time.sleep(RAMP + WINDOW)
+        killed = time.monotonic()
+        server.kill()
+        down = sampler.wait_for(503, killed, 5)
+        if down is None:
+            raise RuntimeError(f"/readyz never answered 503 after the kill (flood of {target})")
+        into.kills.append(down - killed)
+        into.latencies += [s.latency for s in sampler.samples if started + RAMP <= s.at < killed and s.status]
+        if proc is not None:
+            into.rps.append(_rps(proc.communicate(timeout=30)[0]))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    server.start()
+    until(answered(agent.port, "/readyz", 200), 15, period=0.01, what="/readyz 200 after the restart")
+
+
+def floods(mode: Mode) -> dict[str, Flood]:
+    """Every flood, alternated round by round, against one agent with one check."""
+    results = {name: Flood() for name in FLOODS}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(RedisProcess()).start()
+        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port), *AGENT_FLAGS]).start())
+        until(answered(agent.port, "/readyz", 200), 10, period=0.01, what="/readyz 200")
+        sampler = stack.enter_context(ReadyzSampler(agent.port, period=0.005))
+        for _ in range(mode.reps(3, 1)):
+            for name in FLOODS:
+                _flood_round(agent, server, sampler, name, results[name])
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ 100 checks
+
+
+def _renders(agent: AgentProcess) -> dict[str, int] | None:
+    """The agent's render counts from a /status rendered now (None when the agent has no render cache)."""
+    first = json.loads(http_get(agent.port, "/status")[1])["runtime"]
+    if "renders" not in first:
+        return None
+
+    def fresh() -> dict[str, int] | None:
+        renders: dict[str, int] = json.loads(http_get(agent.port, "/status")[1])["runtime"]["renders"]
+        return renders if renders["status"] > first["renders"]["status"] else None
+
+    return until(fresh, 5, "a fresh /status", period=0.05)
+
+
+def _scrape(agent: AgentProcess) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers={"Accept": OPENMETRICS})
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def _scrapers(agent: AgentProcess, count: int, seconds: float, period: float) -> int:
+    """``count`` scrapers, each once per ``period`` (phases spread over it) for ``seconds``: each scrapes
+    ``seconds / period`` times, and the call returns when ``seconds`` have passed; the scrapes made."""
+    started = time.monotonic()
+    made = [0] * count
+    rounds = round(seconds / period)
+
+    def scraper(i: int) -> None:
+        for k in range(rounds):
+            time.sleep(max(0.0, started + period * (k + i / count) - time.monotonic()))
+            _scrape(agent)
+            made[i] += 1
+
+    threads = [threading.Thread(target=scraper, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    time.sleep(max(0.0, started + seconds - time.monotonic()))
+    return sum(made)
+
+
+def _burst(agent: AgentProcess, count: int) -> None:
+    barrier = threading.Barrier(count)
+
+    def one() -> None:
+        barrier.wait(10)
+        _scrape(agent)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def render_cpu(checks: int = 100, reps: int = 10) -> dict[str, float]:
+    """In-process CPU ms of one render at ``checks`` checks, median: prometheus_client's text and OpenMetrics
+    encoders, and agent.exposition's (absent on an older agent)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    from agent.config import load_settings
+    from agent.metrics import Metrics
+    from agent.model import CheckResult
+    from agent.scheduler import Agent
+    from agent.settings import Platform
+
+    with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
+        config = write_config([(f"r{i:03d}", 1) for i in range(checks)], tmp)
+        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "bench"), config)
+    now = [0.0]
+    agent = Agent(settings, clock=lambda: now[0])
+    registry = CollectorRegistry()
+    agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
+    for t in (0.0, settings.timing.window / 2, settings.timing.window):
+        now[0] = t
+        for name in agent.snapshot.checks:
+            agent.record(name, CheckResult(True, 0.001))
+    jobs: dict[str, Callable[[], object]] = {}
+    for label, accept in (("text", ""), ("openmetrics", OPENMETRICS)):
+        encoder, content_type = choose_encoder(accept)
+        jobs[f"library {label}"] = functools.partial(encoder, registry)
+        with contextlib.suppress(ImportError):  # an agent from before agent/exposition.py
+            from agent.exposition import Exposition
+
+            jobs[f"agent {label}"] = functools.partial(Exposition(registry).render, content_type, encoder)
+    out: dict[str, float] = {}
+    for name, job in jobs.items():
+        job()  # warm (the agent's memo fills on the first render)
+        times = []
+        for _ in range(reps):
+            started = time.thread_time()
+            job()
+            times.append(time.thread_time() - started)
+        out[name] = median(times) * 1000
+    return out
+
+
+@dataclass(slots=True)
+class Hundred:
+    """At 100 checks: CPU % per window pair (idle, scraped once a second), scrapes made, renders counted (None:
+    the agent does not report them)."""
+
+    pairs: list[tuple[float, float]] = field(default_factory=list)
+    scrapes: int = 0
+    window_renders: int | None = None
+    burst: int = 32
+    burst_renders: int | None = None
+    sustained_scrapes: int = 0
+    sustained_renders: int | None = None
+    sustained_seconds: float = 0.0
+
+    @property
+    def extra(self) -> float:
+        """The scraper's cost in % of a core: the median of the paired differences (drift cancels)."""
+        return median([scraped - idle for idle, scraped in self.pairs])
+
+    @property
+    def per_render(self) -> float:
+        """CPU seconds the scraped windows cost beyond their idle twins, per render they caused (per scrape when
+        the agent does not count renders: then every scrape renders)."""
+        extra = sum(scraped - idle for idle, scraped in self.pairs) / 100 * CPU_WINDOW
+        return extra / (self.window_renders if self.window_renders is not None else self.scrapes)
+
+
+def _cpu_window(agent: AgentProcess, seconds: float, scrape: bool) -> tuple[float, int]:
+    cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
+    made = _scrapers(agent, 1 if scrape else 0, seconds, 1.0)
+    return (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100, made
+
+
+def _delta(before: dict[str, int] | None, after: dict[str, int] | None) -> int | None:
+    return None if before is None or after is None else after["metrics"] - before["metrics"]
+
+
+def hundred(mode: Mode) -> Hundred:
+    """One agent with 100 checks against one Redis: CPU in short windows with and without a 1/s scraper,
+    alternated (the order flipped every pair), then the render counts."""
+    result = Hundred()
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
+        server = stack.enter_context(RedisProcess()).start()
+        config = write_config([(f"r{i:03d}", server.port) for i in range(100)], tmp)
+        agent = stack.enter_context(bench_agent(["--config", config, *AGENT_FLAGS]).start())
+        until(answered(agent.port, "/readyz", 200), 30, period=0.05, what="/readyz 200")
+        time.sleep(1.5)  # past the window, every check on its steady schedule
+        before = _renders(agent)
+        for i in range(mode.reps(12, 4)):
+            windows = {}
+            for scrape in (False, True) if i % 2 else (True, False):
+                windows[scrape], made = _cpu_window(agent, CPU_WINDOW, scrape)
+                result.scrapes += made
+            result.pairs.append((windows[False], windows[True]))
+        between = _renders(agent)
+        result.window_renders = _delta(before, between)
+        _burst(agent, result.burst)
+        after_burst = _renders(agent)
+        result.burst_renders = _delta(between, after_burst)
+        result.sustained_seconds = mode.pick(5.0, 3.0)
+        result.sustained_scrapes = _scrapers(agent, 8, result.sustained_seconds, 1.0)
+        result.sustained_renders = _delta(after_burst, _renders(agent))
+    return result
+
+
+def _n(value: int | None, otherwise: str) -> str:
+    return otherwise if value is None else str(value)
+
+
+def run(mode: Mode) -> Section:
+    """The three parts, one after another."""
+    section = Section("2b. Expensive endpoints vs the probes")
+    log(f"scrape: floods of {', '.join(FLOODS)}, {mode.reps(3, 1)} rounds")
+    flooded = floods(mode)
+    log("scrape: 100 checks, CPU with and without a scraper once a second, then concurrent scrapers")
+    big = hundred(mode)
+    cost = render_cpu(reps=mode.reps(10, 3))
+    base = flooded["/readyz"]
+    baseline = f"/readyz flood: {ms(base.p(0.5))} / {ms(base.p(0.9))}; {ms(median(base.kills))}"
+    for name in FLOODS:
+        f = flooded[name]
+        judged = name in ("/status", "/metrics")
+        ok = f.p(0.9) <= 1.5 * base.p(0.9) and median(f.kills) <= 0.050
+        section.rows.append(Row(
+            "2b", f"/readyz median / p90; kill -> 503, flood of {name} (wrk -c32)",
+            f"{ms(f.p(0.5))} / {ms(f.p(0.9))}; {ms(median(f.kills))}",
+            "" if name == "/readyz" else baseline,
+            "p90 <= 1.5 x /readyz flood, kill <= 50 ms" if judged else "", ok if judged else None))
+    renders = _n(big.window_renders, "n/a, one per request")
+    section.rows.append(Row(
+        "2b", "agent CPU at 100 checks: /metrics (OpenMetrics) once a second, per render",
+        f"{big.per_render * 100:.1f} % of a core at one render/s",
+        f"median paired +{big.extra:.1f} % ({big.scrapes} scrapes, {renders} renders)",
+        "<= 2 %", big.per_render <= 0.020))
+    if cost:
+        section.rows.append(Row(
+            "2b", "CPU of one render at 100 checks, in-process (text; OpenMetrics)",
+            f"{cost.get('agent text', float('nan')):.1f} ms; {cost.get('agent openmetrics', float('nan')):.1f} ms",
+            f"prometheus_client: {cost['library text']:.1f} ms; {cost['library openmetrics']:.1f} ms"))
+    section.rows.append(Row(
+        "2b", f"renders for {big.burst} concurrent scrapers at 100 checks",
+        _n(big.burst_renders, f"n/a (one per request: {big.burst})"), "", "1",
+        None if big.burst_renders is None else big.burst_renders == 1))
+    section.rows.append(Row(
+        "2b", f"renders, 8 scrapers each once a second for {big.sustained_seconds:g} s",
+        _n(big.sustained_renders, "n/a (one per request)"), f"{big.sustained_scrapes} scrapes"))
+    rps = ", ".join(f"{n} {median(f.rps):,.0f}" for n, f in flooded.items() if f.rps)
+    section.notes += [
+        f"Floods: wrk -t1 -c32 for {RAMP + WINDOW + 1.5:g} s per round; /readyz sampled every 5 ms over one "
+        f"keep-alive connection during {WINDOW:g} s after a {RAMP:g} s ramp, then Redis killed mid-flood; samples "
+        f"pooled over the rounds ({', '.join(f'{n}: {len(f.latencies)}' for n, f in flooded.items())}). wrk "
+        f"requests/s: {rps}.",
+        f"100 checks: CPU of the agent's threads (/proc schedstat) in {len(big.pairs)} pairs of {CPU_WINDOW:g} s "
+        "windows, idle vs scraped once a second, % of a core: "
+        + ", ".join(f"{i:.1f}/{s:.1f}" for i, s in big.pairs) + "; the row is the median paired difference.",
+    ]
+    return section
