@@ -34,21 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.common import (
-    Mode,
-    Row,
-    Section,
-    answered,
-    bench_agent,
-    cpu_seconds,
-    http_get,
-    log,
-    median,
-    ms,
-    quantile,
-    redis_url,
-    write_config,
-)
+from bench import common
+from bench.common import Mode, Row, Section, log, median, ms, quantile
 from harness.agent_process import AgentProcess
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import RedisProcess
@@ -106,7 +93,7 @@ def _flood_round(agent: AgentProcess, server: RedisProcess, sampler: ReadyzSampl
             proc.kill()
             proc.wait()
     server.start()
-    until(answered(agent.port, "/readyz", 200), 15, period=0.01, what="/readyz 200 after the restart")
+    until(common.answered(agent.port, "/readyz", 200), 15, period=0.01, what="/readyz 200 after the restart")
 
 
 def floods(mode: Mode) -> dict[str, Flood]:
@@ -114,8 +101,9 @@ def floods(mode: Mode) -> dict[str, Flood]:
     results = {name: Flood() for name in FLOODS}
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(RedisProcess()).start()
-        agent = stack.enter_context(bench_agent(["--redis-url", redis_url(server.port), *AGENT_FLAGS]).start())
-        until(answered(agent.port, "/readyz", 200), 10, period=0.01, what="/readyz 200")
+        url = common.redis_url(server.port)
+        agent = stack.enter_context(common.bench_agent(["--redis-url", url, *AGENT_FLAGS]).start())
+        until(common.answered(agent.port, "/readyz", 200), 10, period=0.01, what="/readyz 200")
         sampler = stack.enter_context(ReadyzSampler(agent.port, period=0.005))
         for _ in range(mode.reps(3, 1)):
             for name in FLOODS:
@@ -128,12 +116,12 @@ def floods(mode: Mode) -> dict[str, Flood]:
 
 def _renders(agent: AgentProcess) -> dict[str, int] | None:
     """The agent's render counts from a /status rendered now (None when the agent has no render cache)."""
-    first = json.loads(http_get(agent.port, "/status")[1])["runtime"]
+    first = json.loads(common.http_get(agent.port, "/status")[1])["runtime"]
     if "renders" not in first:
         return None
 
     def fresh() -> dict[str, int] | None:
-        renders: dict[str, int] = json.loads(http_get(agent.port, "/status")[1])["runtime"]["renders"]
+        renders: dict[str, int] = json.loads(common.http_get(agent.port, "/status")[1])["runtime"]["renders"]
         return renders if renders["status"] > first["renders"]["status"] else None
 
     return until(fresh, 5, "a fresh /status", period=0.05)
@@ -199,7 +187,7 @@ def render_cpu(checks: int = 100, reps: int = 10) -> dict[str, float]:
     from agent.settings import Platform
 
     with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
-        config = write_config([(f"r{i:03d}", 1) for i in range(checks)], tmp)
+        config = common.write_config([(f"r{i:03d}", 1) for i in range(checks)], tmp)
         settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "bench"), config)
     now = [0.0]
     agent = Agent(settings, clock=lambda: now[0])
@@ -257,9 +245,9 @@ class Hundred:
 
 
 def _cpu_window(agent: AgentProcess, seconds: float, scrape: bool) -> tuple[float, int]:
-    cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
+    cpu0, t0 = common.cpu_seconds(agent.pid), time.monotonic()
     made = _scrapers(agent, 1 if scrape else 0, seconds, 1.0)
-    return (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100, made
+    return (common.cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100, made
 
 
 def _delta(before: dict[str, int] | None, after: dict[str, int] | None) -> int | None:
@@ -272,9 +260,9 @@ def hundred(mode: Mode) -> Hundred:
     result = Hundred()
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
         server = stack.enter_context(RedisProcess()).start()
-        config = write_config([(f"r{i:03d}", server.port) for i in range(100)], tmp)
-        agent = stack.enter_context(bench_agent(["--config", config, *AGENT_FLAGS]).start())
-        until(answered(agent.port, "/readyz", 200), 30, period=0.05, what="/readyz 200")
+        config = common.write_config([(f"r{i:03d}", server.port) for i in range(100)], tmp)
+        agent = stack.enter_context(common.bench_agent(["--config", config, *AGENT_FLAGS]).start())
+        until(common.answered(agent.port, "/readyz", 200), 30, period=0.05, what="/readyz 200")
         time.sleep(1.5)  # past the window, every check on its steady schedule
         before = _renders(agent)
         for i in range(mode.reps(12, 4)):
