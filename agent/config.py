@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.checkconfig import MAX_CHECKS, SHARED_KEYS, CheckConfig, parse_checks
+from agent.checkconfig import MAX_CHECKS, CheckConfig, parse_checks, shared_keys
+from agent.checks import CONFIGS
+from agent.checks.redis_config import RedisCheckConfig
 from agent.settings import (
     ALIASES,
     BY_NAME,
@@ -284,18 +286,20 @@ def _validate(
 def _build_checks(
     values: Mapping[str, Any], sources: Mapping[str, Source], file_checks: object, config_file: str | None
 ) -> tuple[CheckConfig, ...]:
-    shared = {key: values["redis_" + key] for key in SHARED_KEYS}
+    shared = {key: values["redis_" + key] for key in shared_keys(RedisCheckConfig)}
     checks: list[CheckConfig] = []
     # The single --redis-url check: always, unless the file lists checks and no URL was given elsewhere.
     if file_checks is None or sources["redis_url"] is not Source.DEFAULT:
-        checks.append(CheckConfig.for_url("redis", True, values["redis_url"], **shared,
-                                          sentinel_password=values["redis_sentinel_password"],
-                                          require_master=values["redis_require_master"]))
+        checks.append(RedisCheckConfig.for_url("redis", True, values["redis_url"], **shared,
+                                               sentinel_password=values["redis_sentinel_password"],
+                                               require_master=values["redis_require_master"]))
     if file_checks is not None:
         checks.extend(parse_checks(file_checks, config_file,
-                                   {**shared, "sentinel_password": values["redis_sentinel_password"]}))
+                                   {**shared, "sentinel_password": values["redis_sentinel_password"]}, CONFIGS))
     if len(checks) > MAX_CHECKS:
         raise ConfigError(f"invalid checks in {config_file}: {len(checks)} checks, at most {MAX_CHECKS}")
+    for check in checks:
+        check.validate_files()  # the only I/O of building the configuration: a bad file is exit 2 at start
     names = [c.name for c in checks]
     for name in names:
         if names.count(name) > 1:

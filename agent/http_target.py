@@ -1,4 +1,4 @@
-"""What an HTTP check GETs and which statuses count as healthy: parsed and shown without I/O.
+"""An HTTP check's configuration: what it GETs and which statuses count as healthy, parsed and shown without I/O.
 
 Kept apart from the check itself (checks/http.py, which needs aiohttp) so the configuration layer can validate
 ``type: http`` entries without importing a client, and so the shown target never carries a credential.
@@ -7,8 +7,13 @@ Kept apart from the check itself (checks/http.py, which needs aiohttp) so the co
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+from agent.checkconfig import CheckConfig, Entry, key
+from agent.tls import TlsMaterial
 
 DEFAULT_STATUS = (200, 399)
 _RANGE = re.compile(r"^([1-5])xx$|^([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?$", re.ASCII)
@@ -63,3 +68,30 @@ def parse_status_range(raw: object) -> tuple[int, int]:
     if high < low:
         raise ValueError("the range ends before it starts")
     return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCheckConfig(CheckConfig):
+    """A ``type: http`` entry: the URL, the healthy status range, and a CA bundle for ``https://``."""
+
+    kind: ClassVar[str] = "http"
+    url: str = key("", parse_http_url)
+    expect_status: tuple[int, int] = key(DEFAULT_STATUS, parse_status_range)
+    ca_file: str | None = key()
+
+    @classmethod
+    def from_entry(cls, name: str, required: bool, entry: Entry, shared: Mapping[str, Any]) -> HttpCheckConfig:
+        entry.require(entry.get("url", parse_http_url), "an http check needs a url")
+        return cls(name=name, required=required, **entry.fields(cls, shared))
+
+    @property
+    def http(self) -> HttpTarget:
+        return HttpTarget(self.url, self.expect_status, self.ca_file)
+
+    def tls(self) -> TlsMaterial | None:
+        if self.url.lower().startswith("https:") and self.ca_file:
+            return TlsMaterial(self.ca_file)
+        return None
+
+    def describe(self) -> str:
+        return self.http.redacted

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class State(enum.StrEnum):
@@ -82,8 +82,9 @@ class CheckResult:
 class Check(Protocol):
     """A dependency check. ``run`` must return within its timeout and never raise.
 
-    ``kind`` (``redis``, ``tcp``) and ``target`` (a secret-free address) are what readers show; ``required``
-    says whether the check gates readiness.
+    ``kind`` (``redis``, ``tcp``, ``http``) and ``target`` (a secret-free address) are what readers show;
+    ``required`` says whether the check gates readiness. A check that holds a connection may also watch it
+    (:class:`WatchesConnection`).
     """
 
     name: str
@@ -95,16 +96,21 @@ class Check(Protocol):
         """Observe the dependency once."""
         ...
 
-    async def wait_lost(self) -> None:
-        """Return when a persistent monitor connection to the dependency is lost (never, if none).
-
-        Raise :class:`MonitorUnavailable` when it cannot be opened; the scheduler retries after the next
-        successful check.
-        """
-        ...
-
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class WatchesConnection(Protocol):
+    """Optional: a check that holds a connection between runs and can tell at once when the server ends it."""
+
+    async def wait_lost(self) -> None:
+        """Return when the held connection to the dependency is lost.
+
+        Raise :class:`MonitorUnavailable` when it cannot be watched; the scheduler retries after the next
+        successful check.
+        """
         ...
 
 

@@ -1,10 +1,10 @@
-"""The scheduler: runs each check when its verdict asks, watches the held connections, watches the deadline.
+"""The running agent: runs each check when its verdict asks, watches held connections and the deadline.
 
-Per check there are two tasks: the check loop (run, record, sleep the verdict's delay or until the held
-connection drops) and the watch loop (after a successful check, wait for the server to end the connection
-that check used; its loss is a failed observation at that instant and wakes the check loop for an immediate
-re-check, which opens a fresh connection). A Redis check holds one connection in all: the watch reads the
-check's own connection, it opens none. A third task watches the startup deadline and a fourth beats the
+Per check, a check loop (run, record, sleep the verdict's delay or until the held connection drops) and, for
+a check that holds a connection (:class:`~agent.model.WatchesConnection`: Redis), a watch loop: after a
+successful check it waits for the server to end that connection. A loss records nothing (a question, not an
+answer) and wakes the check loop at once; the re-check on a fresh connection is what counts. The watch reads
+the check's own connection, it opens none. One more task watches the startup deadline and another beats the
 heartbeat ``/livez`` reads. Every observation goes to the :class:`VerdictStore`.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checks import build_check
-from agent.model import Check, CheckResult, MonitorUnavailable
+from agent.model import Check, CheckResult, MonitorUnavailable, WatchesConnection
 from agent.settings import Settings
 from agent.snapshot import AgentSnapshot
 from agent.store import VerdictStore
@@ -66,9 +66,10 @@ class Agent:
 
     async def start(self) -> None:
         """Launch the check, monitor, deadline and heartbeat tasks."""
-        for name in self.checks:
+        for name, check in self.checks.items():
             self._spawn(self._check_loop(name), f"check:{name}")
-            self._spawn(self._monitor_loop(name), f"monitor:{name}")
+            if isinstance(check, WatchesConnection):  # tcp and http hold nothing to watch: no task for them
+                self._spawn(self._monitor_loop(name, check), f"monitor:{name}")
         self._spawn(self._heartbeat(), "heartbeat")
         self._spawn(self._deadline(), "startup-deadline", forever=False)
 
@@ -124,14 +125,14 @@ class Agent:
             except TimeoutError:
                 pass
 
-    async def _monitor_loop(self, name: str) -> None:
+    async def _monitor_loop(self, name: str, check: WatchesConnection) -> None:
         """Watch the held connection while the check passes; its loss is a failure and a re-check now.
 
         Armed only after a successful check, and reset (to be re-armed after the next success) whenever a
         check fails: the check drops its connection after any failure, since after a blackhole or a pause it
         may be half-open forever and a watch that can never see EOF would silently stop watching.
         """
-        check, wakeups = self.checks[name], self._wakeups[name]
+        wakeups = self._wakeups[name]
         while True:
             await wakeups.succeeded.wait()
             wakeups.succeeded.clear()

@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from agent.checks.http import HttpCheck
-from agent.http_target import HttpTarget, parse_http_url, parse_status_range
+from agent.http_target import DEFAULT_STATUS, HttpCheckConfig, HttpTarget, parse_http_url, parse_status_range
 from agent.model import Reason
 from harness.redis_server import free_port
 from harness.tls import Authority, Issued
@@ -93,8 +93,10 @@ def server_context(issued: Issued) -> ssl.SSLContext:
     return context
 
 
-def http_check(url: str, timeout: float = 0.5, **target: object) -> HttpCheck:
-    return HttpCheck("auth", True, HttpTarget(url, **target), timeout)  # type: ignore[arg-type]
+def http_check(url: str, timeout: float = 0.5, status: tuple[int, int] = DEFAULT_STATUS,
+               ca_file: str | None = None) -> HttpCheck:
+    return HttpCheck(HttpCheckConfig(name="auth", required=True, url=url, expect_status=status, ca_file=ca_file),
+                     timeout)
 
 
 class TestParsing:

@@ -1,25 +1,59 @@
-"""Check adapters: each turns one kind of dependency into :class:`~agent.model.CheckResult` observations."""
+"""The check kinds: a registry ``type: → (config type, check)``; each check turns a dependency into observations.
+
+A kind's config type (import-light, validated without I/O) and its check live in the kind's own modules; the
+check's module is imported only when a check of that kind is built.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from agent.checkconfig import CheckConfig
+from agent.checks.redis_config import RedisCheckConfig
+from agent.checks.tcp import TcpCheckConfig
+from agent.http_target import HttpCheckConfig
 from agent.model import Check
 
+Clock = Callable[[], float]
 
-def build_check(config: CheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> Check:
-    """The check object for one configured dependency."""
-    if config.kind == "redis":
-        from agent.checks.redis import RedisCheck
 
-        return RedisCheck(config, timeout, clock)
-    if config.kind == "http":
-        from agent.checks.http import HttpCheck
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One check kind: its config type, and a loader of its check class (imported when first built)."""
 
-        assert config.http is not None
-        return HttpCheck(config.name, config.required, config.http, timeout, clock)
+    config: type[CheckConfig]
+    check: Callable[[], Callable[[Any, float, Clock], Check]]
+
+
+def _redis() -> Callable[[Any, float, Clock], Check]:
+    from agent.checks.redis import RedisCheck
+
+    return RedisCheck
+
+
+def _http() -> Callable[[Any, float, Clock], Check]:
+    from agent.checks.http import HttpCheck
+
+    return HttpCheck
+
+
+def _tcp() -> Callable[[Any, float, Clock], Check]:
     from agent.checks.tcp import TcpCheck
 
-    return TcpCheck(config, timeout, clock)
+    return TcpCheck
+
+
+KINDS: dict[str, Kind] = {
+    "redis": Kind(RedisCheckConfig, _redis),
+    "tcp": Kind(TcpCheckConfig, _tcp),
+    "http": Kind(HttpCheckConfig, _http),
+}
+CONFIGS: dict[str, type[CheckConfig]] = {name: kind.config for name, kind in KINDS.items()}
+
+
+def build_check(config: CheckConfig, timeout: float, clock: Clock = time.monotonic) -> Check:
+    """The check object for one configured dependency."""
+    return KINDS[config.kind].check()(config, timeout, clock)

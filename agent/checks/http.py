@@ -24,7 +24,7 @@ import aiohttp
 
 from agent import __version__
 from agent.checks.dns import LookupTimeout, ThreadResolver
-from agent.http_target import HttpTarget
+from agent.http_target import HttpCheckConfig
 from agent.model import CheckResult, Reason
 from agent.tls import TlsFileError, TlsMaterial
 
@@ -62,10 +62,10 @@ class HttpCheck:
 
     kind = "http"
 
-    def __init__(self, name: str, required: bool, target: HttpTarget, timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.name = name
-        self.required = required
+    def __init__(self, config: HttpCheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        target = config.http
+        self.name = config.name
+        self.required = config.required
         self.spec = target
         self.target = target.redacted
         self.timeout = timeout
@@ -114,10 +114,6 @@ class HttpCheck:
             else:
                 response.close()
             return response.status
-
-    async def wait_lost(self) -> None:
-        """HTTP checks hold no monitor connection."""
-        await asyncio.Event().wait()
 
     async def close(self) -> None:
         """Close the keep-alive connection."""

@@ -43,9 +43,9 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from agent.checkconfig import CheckConfig
 from agent.checks.canary import KEY_PREFIX, PROBE_MARGIN, ProbeTimeout, UsabilityProbes, WriteCanary, pod_name
 from agent.checks.pubsub import CHANNEL_PREFIX, PubSubRoundTrip
+from agent.checks.redis_config import RedisCheckConfig
 from agent.checks.redis_conn import ConnectionLost, RedisEndpoint, RespConnection
 from agent.checks.redis_monitor import ConnectionWatch
 from agent.checks.redis_replies import classify, judge_info, judge_role, parse_info, unavailable
@@ -83,7 +83,7 @@ class RedisCheck:
 
     kind = "redis"
 
-    def __init__(self, config: CheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: RedisCheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = config.name
         self.required = config.required
         self.target = config.describe()

@@ -25,8 +25,8 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from agent.checkconfig import CheckConfig
 from agent.checks.dns import lookup_budget, open_stream
+from agent.checks.redis_config import RedisCheckConfig
 from agent.checks.redis_protocol import (
     DEFAULT_LIMITS,
     READ_CHUNK,
@@ -137,7 +137,7 @@ class RespConnection:
 class RedisEndpoint:
     """Where and how to reach one Redis: opens every connection the check holds."""
 
-    def __init__(self, config: CheckConfig, timeout: float, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, config: RedisCheckConfig, timeout: float, limits: Limits = DEFAULT_LIMITS) -> None:
         assert config.redis is not None
         self.config = config
         self.target: RedisTarget = config.redis

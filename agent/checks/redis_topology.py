@@ -21,7 +21,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from agent.checkconfig import CheckConfig
+from agent.checks.redis_config import RedisCheckConfig
 from agent.checks.redis_replies import unavailable
 from agent.checks.redis_sentinel import Address, SentinelResolver
 from agent.cluster import ClusterInfo, cluster_enabled, judge_cluster, parse_cluster_info
@@ -35,7 +35,7 @@ CLUSTER_INFO = ("CLUSTER", "INFO")
 class Topology:
     """Per check: the address to connect to (fixed, or the sentinels' master) and the cluster rules."""
 
-    def __init__(self, config: CheckConfig, timeout: float) -> None:
+    def __init__(self, config: RedisCheckConfig, timeout: float) -> None:
         self.config = config
         self.resolver: SentinelResolver | None = None
         if config.sentinel is not None:
@@ -45,7 +45,7 @@ class Topology:
         self.cluster_info: ClusterInfo | None = None  # the last CLUSTER INFO read
 
     @staticmethod
-    def _sentinel_password(config: CheckConfig) -> Callable[[], str | None]:
+    def _sentinel_password(config: RedisCheckConfig) -> Callable[[], str | None]:
         if config.sentinel_password_file:
             secret = SecretFile(config.sentinel_password_file)
             return secret.read

@@ -10,11 +10,31 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from agent.checkconfig import CheckConfig
+from agent.checkconfig import CheckConfig, Entry, key
 from agent.checks.dns import LookupTimeout, lookup_budget, open_stream
 from agent.model import CheckResult, Reason
+from agent.values import parse_tcp_address
+
+
+@dataclass(frozen=True, slots=True)
+class TcpCheckConfig(CheckConfig):
+    """A ``type: tcp`` entry: the ``address`` (``HOST:PORT``) that must accept a connection."""
+
+    kind: ClassVar[str] = "tcp"
+    address: tuple[str, int] = key(("", 0), parse_tcp_address)
+
+    @classmethod
+    def from_entry(cls, name: str, required: bool, entry: Entry, shared: Mapping[str, Any]) -> TcpCheckConfig:
+        address = entry.require(entry.get("address", parse_tcp_address), "a tcp check needs an address HOST:PORT")
+        return cls(name=name, required=required, address=address)
+
+    def describe(self) -> str:
+        host, port = self.address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class TcpCheck:
@@ -22,8 +42,7 @@ class TcpCheck:
 
     kind = "tcp"
 
-    def __init__(self, config: CheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
-        assert config.address is not None
+    def __init__(self, config: TcpCheckConfig, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = config.name
         self.required = config.required
         self.host, self.port = config.address
@@ -47,10 +66,6 @@ class TcpCheck:
         except OSError as exc:
             return CheckResult(False, self.clock() - started, Reason.REFUSED, exc.strerror or "refused")
         return CheckResult(True, self.clock() - started)
-
-    async def wait_lost(self) -> None:
-        """TCP checks keep no monitor connection."""
-        await asyncio.Event().wait()
 
     async def close(self) -> None:
         """Nothing to release."""
