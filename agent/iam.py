@@ -35,18 +35,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.logs import labels
+from agent.model import Reason, ReasonedError
 
 log = logging.getLogger("readiness_agent")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 REFRESH_MARGIN = 300.0  # refresh this long before expiry (Memorystore tokens live 3600 s)
 
 
-class IamError(Exception):
+class IamError(ReasonedError):
     """No usable token; ``detail`` is a secret-free sentence (the check's reason is ``auth``)."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    reason = Reason.AUTH
+
+    @property
+    def described(self) -> str:
+        return f"IAM token: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)

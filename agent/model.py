@@ -114,6 +114,21 @@ class WatchesConnection(Protocol):
         ...
 
 
+class ReasonedError(Exception):
+    """An error that knows its reason (an IAM token, a TLS file): the checks report it without knowing its source."""
+
+    reason: Reason = Reason.ERROR
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def described(self) -> str:
+        """The secret-free detail a check result shows."""
+        return self.detail
+
+
 class MonitorUnavailable(Exception):
     """The monitor connection could not be opened; ``reason`` says why."""
 

@@ -21,15 +21,15 @@ import ssl
 import stat
 from dataclasses import dataclass, field
 
+from agent.model import Reason, ReasonedError
+
 MAX_PEM_BYTES = 1024 * 1024  # a CA bundle of a few hundred certificates; anything larger is not one
 
 
-class TlsFileError(Exception):
+class TlsFileError(ReasonedError):
     """A TLS file is missing, unreadable or not what it should be; ``detail`` names the file and the problem."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    reason = Reason.TLS
 
 
 Stamp = tuple[int, int, int, int] | None

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from redis import exceptions as rx
 
+import agent.checks.redis_errors as rx
 from agent.checks.redis import RedisCheck
 from agent.checks.redis_protocol import MIB, ByteBudget, Limits, ReplyParser, ReplyTooLarge
 from agent.config import load_settings

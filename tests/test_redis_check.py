@@ -47,7 +47,7 @@ class TestInfoRules:
 
     def test_classify_is_secret_free(self) -> None:
         """Classification details never echo arbitrary server text beyond the first line, and map prefixes."""
-        from redis.exceptions import ResponseError
+        from agent.checks.redis_errors import ResponseError
 
         assert classify(ResponseError("BUSY Redis is busy running a script"))[0] is Reason.BUSY
         assert classify(ResponseError("MISCONF Redis is configured to save RDB"))[0] is Reason.READONLY

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import InvalidResponse, ResponseError
 
+from agent.checks.redis_errors import InvalidResponse, ResponseError
 from agent.checks.redis_sentinel import SentinelFailure, SentinelResolver, judge_sentinel
 from agent.commands import warn_password_on_command_line
 from agent.config import ConfigError, load_settings

@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.redis_replies import classify
 from agent.model import Reason
 

@@ -18,8 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.canary import Cadence, Failure, Pipeliner, ProbeTimeout, refused
 from agent.checks.redis_protocol import (
     DEFAULT_LIMITS,

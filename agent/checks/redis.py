@@ -41,8 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.canary import KEY_PREFIX, PROBE_MARGIN, ProbeTimeout, UsabilityProbes, WriteCanary, pod_name
 from agent.checks.pubsub import CHANNEL_PREFIX, PubSubRoundTrip
 from agent.checks.redis_config import RedisCheckConfig

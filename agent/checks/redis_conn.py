@@ -23,8 +23,7 @@ import socket
 import ssl
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.dns import lookup_budget, open_stream
 from agent.checks.redis_config import RedisCheckConfig
 from agent.checks.redis_protocol import (
@@ -51,7 +50,7 @@ FAREWELLS = ("ERR max number of clients", "DENIED")
 KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 
-class ConnectionLost(rx.ConnectionError):
+class ConnectionLost(rx.ConnectionFailure):
     """The server closed or reset the connection."""
 
 

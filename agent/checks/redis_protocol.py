@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis import exceptions as rx
+import agent.checks.redis_errors as rx
 
 MIB = 1024 * 1024
 _INTEGER = re.compile(rb"-?[0-9]+")

@@ -10,15 +10,12 @@ import socket
 import ssl
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.dns import LookupTimeout
 from agent.checks.redis_protocol import ReplyTooLarge
-from agent.iam import IamError
-from agent.model import Reason
-from agent.tls import TlsFileError
+from agent.model import Reason, ReasonedError
 
-# Error-reply prefixes redis-py leaves as a plain ResponseError (or maps to a too-generic class).
+# Error-reply prefixes: the reply's first word names the condition.
 _PREFIXES: tuple[tuple[str, Reason], ...] = (
     ("LOADING", Reason.LOADING),
     ("BUSY", Reason.BUSY),
@@ -43,7 +40,7 @@ _PREFIXES: tuple[tuple[str, Reason], ...] = (
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost OS-level error behind a redis-py wrapper, if any."""
+    """The innermost OS-level error behind a wrapper, if any."""
     seen = exc
     for _ in range(5):
         inner = seen.__cause__ or seen.__context__
@@ -54,27 +51,13 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
-    """Exceptions redis-py maps to a class (stripping the reply's prefix from the message), and ours."""
-    if isinstance(exc, IamError):
-        return Reason.AUTH, f"IAM token: {exc.detail}"
-    if isinstance(exc, TlsFileError):
-        return Reason.TLS, exc.detail
-    if isinstance(exc, TimeoutError | rx.TimeoutError | socket.timeout):
+    """Errors that carry their own reason (an IAM token, a TLS file), a timeout, an oversized reply."""
+    if isinstance(exc, ReasonedError):
+        return exc.reason, exc.described
+    if isinstance(exc, TimeoutError | socket.timeout):
         return Reason.TIMEOUT, "no answer within the check timeout"
     if isinstance(exc, ReplyTooLarge):
         return Reason.PROTOCOL, str(exc)
-    if isinstance(exc, rx.BusyLoadingError):
-        return Reason.LOADING, "Redis is loading its dataset"
-    if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError | rx.NoPermissionError):
-        return Reason.AUTH, "authentication failed"
-    if isinstance(exc, rx.MasterDownError):
-        return Reason.MASTER_LINK_DOWN, "MASTERDOWN: the replica's master link is down"
-    if isinstance(exc, rx.ClusterDownError | rx.TryAgainError):
-        return Reason.CLUSTER_DOWN, "the cluster is down or migrating"
-    if isinstance(exc, rx.ReadOnlyError):
-        return Reason.READONLY, "READONLY: a read-only replica"
-    if isinstance(exc, rx.OutOfMemoryError):
-        return Reason.OOM, "OOM: maxmemory reached"
     return None
 
 
@@ -107,7 +90,7 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     if known is not None:
         return known
     text = str(exc).strip()
-    if isinstance(exc, rx.ResponseError) or (isinstance(exc, rx.ConnectionError) and text[:1].isupper()):
+    if isinstance(exc, rx.ResponseError) or (isinstance(exc, rx.ConnectionFailure) and text[:1].isupper()):
         for prefix, reason in _PREFIXES:
             if text.startswith(prefix):
                 return reason, text.splitlines()[0][:120]
@@ -123,7 +106,7 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
         return Reason.TLS, "TLS handshake failed"
     if "closed" in lowered:
         return Reason.REFUSED, "connection closed by the server"
-    if isinstance(exc, OSError | rx.ConnectionError):
+    if isinstance(exc, OSError | rx.ConnectionFailure):
         return Reason.REFUSED, "connection failed"
     return Reason.ERROR, type(exc).__name__
 

@@ -21,8 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.dns import lookup_budget, open_stream
 from agent.checks.redis_conn import RespConnection
 from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget, ReplyParser, encode

@@ -19,8 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from redis import exceptions as rx
-
+import agent.checks.redis_errors as rx
 from agent.checks.redis_config import RedisCheckConfig
 from agent.checks.redis_replies import unavailable
 from agent.checks.redis_sentinel import Address, SentinelResolver
