@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agent.urls import RedisTarget, parse_redis_url, split_url
+from agent.urls import RedisTarget, parse_db, parse_redis_url, parse_userinfo, split_url
 from agent.values import parse_text
 
 SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
@@ -100,12 +100,10 @@ def parse_sentinel_url(raw: object) -> SentinelTarget:
         raise ValueError("needs /<master-name> after the sentinels (letters, digits, '.', '_', '-')")
     if db_text.endswith("/"):
         db_text = db_text[:-1]
-    # The credentials and the db index follow exactly the rules of a redis:// URL: parse them as one.
-    data_scheme = SCHEMES[scheme]
-    credentials = "" if userinfo is None else userinfo + "@"
-    inner = parse_redis_url(f"{data_scheme}://{credentials}sentinel/{db_text or '0'}")
-    shown_user = inner.redacted[len(data_scheme) + 3:].rpartition("@")[0]
-    redacted = (f"{scheme}://{shown_user + '@' if userinfo is not None else ''}"
+    # The credentials and the db index are read as in a redis:// URL (here the userinfo runs to the last @).
+    username, password, shown_user = parse_userinfo(userinfo)
+    db = parse_db(db_text) if db_text else 0
+    redacted = (f"{scheme}://{shown_user}"
                 f"{','.join(_shown(h, p) for h, p in sentinels)}/{name}{'/' + db_text if db_text else ''}")
-    return SentinelTarget(tls=inner.tls, sentinels=sentinels, master_name=name, db=inner.db,
-                          username=inner.username, password=inner.password, redacted=redacted)
+    return SentinelTarget(tls=SCHEMES[scheme] == "rediss", sentinels=sentinels, master_name=name, db=db,
+                          username=username, password=password, redacted=redacted)

@@ -186,11 +186,13 @@ class TestSecretsEndToEnd:
                 (tmp_path / f"pw{index}").write_text(password + "\n")
                 raw = f"redis://{user}:{password}@127.0.0.1:{redis.port}/0"
                 encoded = f"redis://{user}:{quote(password, safe='')}@127.0.0.1:{redis.port}/0"
-                checks.append(f"  - {{name: raw{index}, url: {json.dumps(raw)}}}")
+                if not set(password) & set("/?#"):  # unencoded, redis-py misreads them: refused (test_urls.py)
+                    checks.append(f"  - {{name: raw{index}, url: {json.dumps(raw)}}}")
                 checks.append(f"  - {{name: enc{index}, url: {json.dumps(encoded)}}}")
                 checks.append(f"  - {{name: file{index}, url: 'redis://{user}@127.0.0.1:{redis.port}/0', "
                               f"password_file: {json.dumps(str(tmp_path / f'pw{index}'))}}}")
-                if ":" not in password:  # redis://SECRET@host: the user name is the secret (default user)
+                if ":" not in password and not set(password) & set("/?#"):  # redis://SECRET@host: the user
+                    # name is the secret (default user)
                     checks.append(f"  - {{name: bare{index}, required: false, "
                                   f"url: {json.dumps(f'redis://{password}@127.0.0.1:{redis.port}/0')}}}")
             config = tmp_path / "agent.yaml"
