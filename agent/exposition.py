@@ -1,13 +1,15 @@
 """The ``/metrics`` body, byte for byte what prometheus_client's encoders write, at a fraction of their cost.
 
 Why: with 100 checks the registry holds about 3,400 samples, and prometheus_client spends most of a render
-formatting each sample's name and labels again (escaping, sorting, quoting), although they are the same on
-every scrape: only the values change. So each family's header lines and each sample's ``name{labels} `` prefix
-are formatted once, by the very encoder the scraper negotiated (``choose_encoder``: text or OpenMetrics, its
-escaping and version), and kept; a render is then ``registry.collect()`` plus one memo lookup and one
-``floatToGoString`` per sample. A family the shortcut cannot reproduce exactly (timestamps, exemplars, native
-histograms, the text format's ``_created``/``_gsum``/``_gcount`` blocks, a value-less sample) is written by the
-encoder itself. tests/test_scrape_cost.py holds the output equal to the encoder's.
+building ``Sample`` tuples and formatting each sample's name and labels again (escaping, sorting, quoting),
+although they are the same on every scrape: only the values change. So each family's header lines and each
+sample's ``name{labels} `` prefix are formatted once, by the very encoder the scraper negotiated
+(``choose_encoder``: text or OpenMetrics, its escaping and version), and kept; the per-check Counter and
+Histogram series are read straight from their children (agent/direct_series.py), and those lines are used
+only once they have matched the encoder's own. A render is then one value lookup and one ``floatToGoString``
+per sample. A family the shortcut cannot reproduce exactly (timestamps, exemplars, native histograms, the text
+format's ``_created``/``_gsum``/``_gcount`` blocks, a value-less sample) is written by the encoder itself.
+tests/test_scrape_cost.py holds the output equal to the encoder's.
 
 Not thread-safe: one :class:`Exposition` is used from one thread at a time (the render worker).
 """
@@ -15,26 +17,24 @@ Not thread-safe: one :class:`Exposition` is used from one thread at a time (the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+
+from agent import direct_series
+from agent.direct_series import go_float as _go
 
 Encoder = Callable[[Collector], bytes]
 MEMO_LIMIT = 50_000  # entries per format: far above the agent's series count; a runaway label set is dropped
 
 
-def _go(value: float) -> str:
-    """prometheus_client's own float formatting (untyped there)."""
-    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
-    return text
-
-
 _PROBE = 0.0
 _PROBE_TEXT = " " + _go(_PROBE) + "\n"
 _TEXT_BLOCKS = ("_created", "_gsum", "_gcount")  # the text encoder moves these samples after the family
+VERIFY_TRIES = 3  # a direct read must match the encoder once; a counter moving in between spoils a try
 
 
 class _Families(Collector):
@@ -51,6 +51,20 @@ def _empty(family: Metric) -> Metric:
     return Metric(family.name, family.documentation, family.type, family.unit)
 
 
+def _collectors(registry: Collector) -> list[Collector] | None:
+    """What ``registry.collect()`` walks, in its order; None for anything but a plain registry without target
+    info (then the registry's own ``collect()`` is used)."""
+    if type(registry) is not CollectorRegistry:
+        return None
+    try:
+        with registry._lock:
+            if registry._target_info:
+                return None
+            return list(registry._collector_to_names)
+    except AttributeError:
+        return None
+
+
 class Format:
     """One negotiated format (an encoder from ``choose_encoder``) with its memo of headers and prefixes."""
 
@@ -61,6 +75,8 @@ class Format:
         self._headers: dict[tuple[str, str, str, str], str] = {}
         self._prefixes: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
         self._values: dict[float, str] = {}
+        self._direct: dict[Collector, int | bool] = {}  # True: verified; False: refused; n: tries failed
+        self._direct_prefixes: dict[Collector, dict[Hashable, str]] = {}
 
     def _encode(self, family: Metric) -> str:
         body = self.encoder(_Families([family])).decode()
@@ -114,10 +130,50 @@ class Format:
             lines.append(prefix + self._value(sample.value))
         out.extend(lines)
 
+    def collector(self, collector: Any, out: list[str]) -> bool:
+        """Append a labelled Counter's or Histogram's lines read directly (agent/direct_series.py); False when
+        that does not apply. Until the direct lines once equal the encoder's, the encoder's are the ones used."""
+        state = self._direct.get(collector, 0)
+        if state is False or not direct_series.applies(collector):
+            return False
+        rows = direct_series.rows(collector)
+        if rows is None:
+            return False
+        family = Metric(collector._name, collector._documentation, collector._type, collector._unit)
+        header = self._header(family)
+        prefixes = self._direct_prefixes.setdefault(collector, {})
+        lines = [header]
+        for key, value in rows:
+            prefix = prefixes.get(key)
+            if prefix is None:
+                name, labels = direct_series.sample_of(collector, key)
+                prefix = self._prefix(family, header, Sample(name, labels, value))
+                if prefix is None:
+                    self._direct[collector] = False
+                    return False
+                if len(prefixes) > MEMO_LIMIT:
+                    prefixes.clear()
+                prefixes[key] = prefix
+            lines.append(prefix + self._value(value))
+        if state is not True:
+            encoded: list[str] = []
+            for one in collector.collect():
+                self.family(one, encoded)
+            if "".join(encoded) != "".join(lines):
+                self._direct[collector] = state + 1 if state + 1 < VERIFY_TRIES else False
+                out.extend(encoded)
+                return True
+            self._direct[collector] = True
+        out.extend(lines)
+        return True
+
     def render(self, registry: Collector) -> bytes:
         out: list[str] = []
-        for family in registry.collect():
-            self.family(family, out)
+        collectors = _collectors(registry)
+        for collector in collectors if collectors is not None else [registry]:
+            if collectors is None or not self.collector(collector, out):
+                for family in collector.collect():
+                    self.family(family, out)
         out.append(self.trailer)
         return "".join(out).encode("utf-8")
 

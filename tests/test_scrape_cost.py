@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import metrics as client_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from agent import direct_series
 from agent.config import load_settings
-from agent.exposition import Exposition
+from agent.exposition import VERIFY_TRIES, Exposition
 from agent.metrics import Metrics
 from agent.model import CheckResult, Reason
 from agent.render_cache import RenderCache
@@ -185,19 +187,71 @@ def registry(agent_registry: CollectorRegistry) -> CollectorRegistry:
     return agent_registry
 
 
+@pytest.fixture(params=[False, True], ids=["created-off", "created-on"])
+def created(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """prometheus_client's process-wide ``_created`` switch, off as ``run`` sets it and on (its default)."""
+    was = client_metrics._use_created
+    client_metrics._use_created = request.param
+    yield request.param
+    client_metrics._use_created = was
+
+
+def body_lines(body: bytes) -> list[str]:
+    """The lines of an exposition, process_* aside (CPU and memory move between two reads)."""
+    return [x for x in body.decode().splitlines() if not x.startswith(("process_", "U__process"))]
+
+
 class TestExposition:
     @pytest.mark.parametrize("accept", ACCEPTS)
-    def test_byte_equal_to_the_encoder(self, registry: CollectorRegistry, accept: str) -> None:
-        """Twice (cold memo, warm memo), the body is the negotiated encoder's, byte for byte (process_* aside:
-        CPU and memory move between two reads)."""
+    def test_byte_equal_to_the_encoder(self, registry: CollectorRegistry, created: bool, accept: str) -> None:
+        """Three times (cold memo, verifying, trusted), the body is the negotiated encoder's, byte for byte."""
         encoder, content_type = choose_encoder(accept)
         exposition = Exposition(registry)
+        for _ in range(3):
+            assert body_lines(exposition.render(content_type, encoder)) == body_lines(encoder(registry))
 
-        def lines(body: bytes) -> list[str]:
-            return [x for x in body.decode().splitlines() if not x.startswith(("process_", "U__process"))]
+    def test_the_per_check_series_are_read_directly(self, agent_registry: CollectorRegistry) -> None:
+        """With _created off (as in the agent) the labelled Counter and Histogram take the direct path, and an
+        exemplar sends that metric back to the encoder for the render, still byte-equal."""
+        was = client_metrics._use_created
+        client_metrics._use_created = False
+        try:
+            encoder, content_type = choose_encoder("application/openmetrics-text")
+            exposition = Exposition(agent_registry)
+            exposition.render(content_type, encoder)
+            fmt = exposition._formats[content_type]
+            direct = {c._name for c, state in fmt._direct.items() if state is True}  # type: ignore[attr-defined]
+            assert {"readiness_agent_check_duration_seconds", "readiness_agent_check_failures",
+                    "extra_events"} <= direct
+            events = next(c for c in fmt._direct if isinstance(c, Counter) and c._name == "extra_events")
+            events.labels("traced").inc(exemplar={"trace_id": "abc"})
+            body = exposition.render(content_type, encoder)
+            assert '# {trace_id="abc"} 1.0' in body.decode()
+            assert body_lines(body) == body_lines(encoder(agent_registry))
+        finally:
+            client_metrics._use_created = was
 
-        for _ in range(2):
-            assert lines(exposition.render(content_type, encoder)) == lines(encoder(registry))
+    def test_direct_lines_that_differ_are_never_served(self, agent_registry: CollectorRegistry,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        """A direct read that disagrees with the encoder (a changed prometheus_client) loses: the encoder's lines
+        are served, and after VERIFY_TRIES disagreements the direct path is off for that metric."""
+        was = client_metrics._use_created
+        client_metrics._use_created = False
+        real = direct_series.rows
+
+        def skewed(collector: object) -> list[direct_series.Row] | None:
+            rows = real(collector)
+            return None if rows is None else [(key, value + 1) for key, value in rows]
+
+        monkeypatch.setattr(direct_series, "rows", skewed)
+        try:
+            encoder, content_type = choose_encoder("")
+            exposition = Exposition(agent_registry)
+            for _ in range(VERIFY_TRIES + 1):
+                assert body_lines(exposition.render(content_type, encoder)) == body_lines(encoder(agent_registry))
+            assert set(exposition._formats[content_type]._direct.values()) == {False}
+        finally:
+            client_metrics._use_created = was
 
     def test_promtool_accepts_it(self, agent_registry: CollectorRegistry) -> None:
         """promtool check metrics (it reads the text format) finds no problem in the fast body."""
