@@ -30,6 +30,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.redis_server import RedisProcess
 from tests.support.crds import crd_errors, is_crd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +136,12 @@ def validate_builtin(docs: list[dict[str, Any]], tmp_path: Path) -> None:
         assert result.returncode == 0, f"Kubernetes {version}: {result.stdout}{result.stderr}"
         # A kind without a schema is only a WARN with exit 0: insist that every object was really validated.
         assert result.stdout.count(" passed for resource ") == len(builtin), result.stdout + result.stderr
+
+
+def agent_config(docs: list[dict[str, Any]]) -> str:
+    """The agent's config file of a render (its ConfigMap, beside which a dashboard ConfigMap may stand)."""
+    (config,) = [d["data"]["config.yaml"] for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]]
+    return config
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +388,7 @@ def agents(
     chart_all: list[dict[str, Any]], refused_port: int, tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, AgentView]:
     """The real agent run once per manifest: deploy/gke, deploy/cloudrun, the chart (default, all options)."""
-    config = one(chart_all, "ConfigMap")["data"]["config.yaml"]
+    config = agent_config(chart_all)
     specs = {
         "gke": (agent_sidecar(pod_spec(one(gke_docs, "Deployment"))), None),
         "cloudrun": (agent_sidecar(cloudrun["spec"]["template"]["spec"]), None),
@@ -416,8 +423,10 @@ class TestHelmChart:
             assert result.returncode == 0, result.stdout + result.stderr
 
     def test_default_render_validates(self, chart_default: list[dict[str, Any]], tmp_path: Path) -> None:
-        """The default rendering is a Deployment, two Services and a PDB that pass strict schema validation."""
-        assert sorted(d["kind"] for d in chart_default) == ["Deployment", "PodDisruptionBudget", "Service", "Service"]
+        """The default rendering is a Deployment, two Services, a PDB and the `helm test` Pod, all passing strict
+        schema validation."""
+        assert sorted(d["kind"] for d in chart_default) == ["Deployment", "Pod", "PodDisruptionBudget", "Service",
+                                                            "Service"]
         validate_builtin(chart_default, tmp_path)
 
     def test_all_options_render_validates(self, chart_all: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -430,7 +439,8 @@ class TestHelmChart:
             ("monitoring.googleapis.com/v1", "PodMonitoring"), ("monitoring.coreos.com/v1", "ServiceMonitor"),
             ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
             ("cloud.google.com/v1", "BackendConfig"), ("networking.gke.io/v1", "GCPBackendPolicy"),
-            ("networking.gke.io/v1", "HealthCheckPolicy"),
+            ("networking.gke.io/v1", "HealthCheckPolicy"), ("v1", "ConfigMap"), ("v1", "Pod"),
+            ("monitoring.coreos.com/v1", "PrometheusRule"),
         ])
         validate_builtin(chart_all, tmp_path)
 
@@ -494,7 +504,8 @@ class TestHelmChart:
         mount = next(m for m in agent["volumeMounts"] if m["name"] == "readiness-agent-config")
         assert env_value(agent, "READINESS_AGENT_CONFIG") == mount["mountPath"] + "/config.yaml"
         volume = next(v for v in spec["volumes"] if v["name"] == "readiness-agent-config")
-        assert volume["configMap"]["name"] == one(chart_all, "ConfigMap")["metadata"]["name"]
+        config = [d for d in chart_all if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]]
+        assert [volume["configMap"]["name"]] == [d["metadata"]["name"] for d in config]
 
 
 def assert_least_privilege(role: dict[str, Any]) -> None:
@@ -623,6 +634,27 @@ class TestAgentAcceptsManifests:
         in_schema = schema["properties"]["agent"]["properties"]["settings"]["properties"]
         derived = {"listen", "kube_readiness_gate"}
         assert set(values) | derived == set(in_schema) | derived == set(agents["chart-all"].status["settings"])
+
+    def test_helm_test_hook_passes_only_when_redis_does(self, chart_default: list[dict[str, Any]],
+                                                         chart_all: list[dict[str, Any]], redis_proc: RedisProcess,
+                                                         refused_port: int, tmp_path: Path) -> None:
+        """The `helm test` Pod's command, with its environment, run by the real agent: exit 0 against a live
+        Redis, 1 against a refusing one; with every option set (config file, mounted files) also 1, not 2, so
+        the hook accepts everything the chart renders."""
+        def hook(docs: list[dict[str, Any]], port: int, name: str) -> subprocess.Popen[bytes]:
+            (pod,) = [d for d in docs if d["kind"] == "Pod"]
+            (container,) = pod["spec"]["containers"]
+            workdir = tmp_path / name
+            workdir.mkdir()
+            config = agent_config(docs) if docs is chart_all else None
+            return subprocess.Popen([sys.executable, "-m", "agent", *container["args"]], cwd=ROOT,
+                                    env=agent_env(container, config, port, workdir),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        procs = {"live": hook(chart_default, redis_proc.port, "live"),  # the three at once: ~1 s, not ~2.5
+                 "refused": hook(chart_default, refused_port, "refused"),
+                 "all-options": hook(chart_all, refused_port, "all")}
+        assert {name: proc.wait(30) for name, proc in procs.items()} == {"live": 0, "refused": 1, "all-options": 1}
 
     def test_config_file_checks_are_loaded(self, agents: dict[str, AgentView]) -> None:
         """The chart's rendered config file gives the agent its checks (plus the URL's `redis` check)."""

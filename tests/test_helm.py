@@ -288,14 +288,14 @@ class TestLibrary:
 
     def test_app_keeps_its_own_objects_and_names(self, example: list[dict[str, Any]]) -> None:
         """Only the app's Deployment and Service exist under its own names; the dependency adds no workload,
-        app Service or PDB, only the agent's own objects."""
+        app Service or PDB, only the agent's own objects (and its `helm test` Pod)."""
         kinds = sorted((d["kind"], d["metadata"]["name"]) for d in example)
         assert kinds == sorted([
             ("Deployment", "chat-server"), ("Service", "chat"), ("Service", "prod-readiness-agent"),
             ("ServiceAccount", "prod-readiness-agent"), ("Role", "prod-readiness-agent"),
             ("RoleBinding", "prod-readiness-agent"), ("PodMonitoring", "prod-readiness-agent"),
             ("BackendConfig", "prod-readiness-agent"), ("GCPBackendPolicy", "prod-readiness-agent"),
-            ("HealthCheckPolicy", "prod-readiness-agent"),
+            ("HealthCheckPolicy", "prod-readiness-agent"), ("Pod", "prod-readiness-agent-test"),
         ])
         spec = pod_spec(workload(example))
         assert [c["name"] for c in spec["containers"]] == ["chat"]
@@ -587,3 +587,104 @@ class TestAgentMemory:
         gke = load_docs((DEPLOY / "gke" / "deployment.yaml").read_text())
         assert agent_memory(gke)[1] >= HEADROOM * peaks[("json", "off")]
         assert agent_memory(example)[1] >= HEADROOM * peaks[("json", "on")]
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4  # ci/all-options-values.yaml's agent.image.digest
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def hook_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `helm test` hook's Pod of a render."""
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    return pod
+
+
+class TestChartConventions:
+    def test_common_labels_on_every_object_and_pod(self, chart_all: list[dict[str, Any]], helm: Helm) -> None:
+        """commonLabels reach every rendered object and the standalone pods; the chart's own keys are refused."""
+        common = {"team": "realtime", "example.com/cost-center": "4711"}
+        for doc in chart_all:
+            assert common.items() <= doc["metadata"]["labels"].items(), doc["kind"]
+        assert common.items() <= workload(chart_all)["spec"]["template"]["metadata"]["labels"].items()
+        result = run([helm[0], "lint", "--strict", CHART, "--set", "commonLabels.app\\.kubernetes\\.io/name=x"],
+                     env=helm[1])
+        assert result.returncode != 0 and "commonLabels" in result.stdout + result.stderr
+
+    def test_image_by_digest(self, chart_all: list[dict[str, Any]], chart_default: list[dict[str, Any]],
+                             helm: Helm) -> None:
+        """agent.image.digest pulls repository@digest (sidecar and test pod); without it, repository:tag."""
+        images = {agent_sidecar(pod_spec(workload(chart_all)))["image"],
+                  hook_pod(chart_all)["spec"]["containers"][0]["image"]}
+        assert images == {f"registry.example.com/readiness-agent@{DIGEST}"}
+        app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+        assert agent_sidecar(pod_spec(workload(chart_default)))["image"].endswith(f"/readiness-agent:{app_version}")
+        result = run([helm[0], "lint", "--strict", CHART, "--set", "agent.image.digest=latest"], env=helm[1])
+        assert result.returncode != 0 and "agent.image.digest" in result.stdout + result.stderr
+
+    def test_chart_files_are_the_shipped_alerts_and_dashboard(self) -> None:
+        """The chart's files/ are byte-for-byte deploy/'s (the promtool-tested rules, the dashboard): after a
+        change there, `cp deploy/prometheus/alerts.yaml deploy/grafana/readiness-agent.json` to
+        helm/readiness-agent/files/."""
+        for shipped in (DEPLOY / "prometheus" / "alerts.yaml", DEPLOY / "grafana" / "readiness-agent.json"):
+            assert (CHART / "files" / shipped.name).read_bytes() == shipped.read_bytes(), shipped
+
+    def test_prometheus_rule_carries_the_shipped_alerts(self, chart_all: list[dict[str, Any]],
+                                                       chart_default: list[dict[str, Any]]) -> None:
+        """metrics.prometheusRule renders the shipped groups unchanged (CRD-validated with the render), labelled
+        for the Prometheus that selects it; its alerts' job regex matches the ServiceMonitor's job (the metrics
+        Service's name). Off by default."""
+        rule = one(chart_all, "PrometheusRule")
+        assert rule["spec"] == yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+        assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        job = one(chart_all, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+        service = next(d for d in chart_all if d["kind"] == "Service"
+                       and d["metadata"].get("labels", {}).items() >= job.items())
+        assert re.fullmatch(ALERT_JOB_REGEX, service["metadata"]["name"])
+        assert not [d for d in chart_default if d["kind"] in ("PrometheusRule", "ConfigMap")]
+
+    def test_grafana_dashboard_configmap(self, chart_all: list[dict[str, Any]]) -> None:
+        """metrics.grafanaDashboard: a ConfigMap with the sidecar's label, the folder annotation and the JSON."""
+        dashboards = [d for d in chart_all
+                      if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
+        assert len(dashboards) == 1
+        dashboard = dashboards[0]
+        assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Redis"}
+        shipped = (DEPLOY / "grafana" / "readiness-agent.json").read_text()
+        assert dashboard["data"] == {"readiness-agent.json": shipped.strip()}
+
+    def test_service_monitor_relabelings_and_namespace_selector(self, chart_all: list[dict[str, Any]]) -> None:
+        """relabelings, metricRelabelings and namespaceSelector pass through to the ServiceMonitor."""
+        monitor = one(chart_all, "ServiceMonitor")
+        endpoint = monitor["spec"]["endpoints"][0]
+        assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
+        assert endpoint["metricRelabelings"][0]["action"] == "drop"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["realtime"]}
+
+    @pytest.mark.parametrize("render", ["chart_default", "chart_all"])
+    def test_helm_test_pod_runs_check_as_the_agent(self, render: str, request: pytest.FixtureRequest) -> None:
+        """The test hook runs `check` in the agent's image with the agent's env, mounts, user and resources, as
+        the agent's account, and no selector of the chart picks it up (it is no endpoint, no PDB member)."""
+        docs: list[dict[str, Any]] = request.getfixturevalue(render)
+        pod = hook_pod(docs)
+        spec = pod["spec"]
+        agent_spec = pod_spec(workload(docs))
+        agent = agent_sidecar(agent_spec)
+        (check,) = spec["containers"]
+        assert check["args"] == ["check"] and spec["restartPolicy"] == "Never"
+        for key in ("image", "env", "resources", "securityContext"):
+            assert check[key] == agent[key], key
+        token_mounts = {"/var/run/secrets/kubernetes.io/serviceaccount"}
+        assert check.get("volumeMounts", []) == [m for m in agent.get("volumeMounts", [])
+                                                 if m["mountPath"] not in token_mounts]
+        assert spec.get("serviceAccountName") == agent_spec.get("serviceAccountName")
+        assert spec["automountServiceAccountToken"] is False
+        labels = pod["metadata"]["labels"]
+        for doc in docs:
+            selector = (doc.get("spec", {}).get("selector") or doc.get("spec", {}).get("podSelector") or {})
+            selector = selector.get("matchLabels", selector)
+            assert not (selector and selects(selector, labels)), doc["kind"]

@@ -28,6 +28,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CRD_FILES = {
     ("monitoring.googleapis.com/v1", "PodMonitoring"): "monitoring.googleapis.com_podmonitorings.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
     ("networking.gke.io/v1", "HealthCheckPolicy"): "networking.gke.io_healthcheckpolicies.yaml",
     ("networking.gke.io/v1", "GCPBackendPolicy"): "networking.gke.io_gcpbackendpolicies.yaml",
     ("cloud.google.com/v1", "BackendConfig"): "cloud.google.com_backendconfig_v1.json",

@@ -6,7 +6,7 @@ scope, which a parent gets from `.Subcharts` (Helm >= 3.7), so the agent's value
   # Chart.yaml of your chart
   dependencies:
     - name: readiness-agent
-      version: 0.2.0
+      version: 0.3.0
       repository: file://../readiness-agent
 
   # your Deployment's pod template: the three lines
@@ -96,7 +96,7 @@ passed. Probe timings are explained next to agent.startupProbe / readinessProbe 
 {{- include "readiness-agent.validate" . }}
 {{- $port := int .Values.agent.port }}
 - name: readiness-agent
-  image: "{{ .Values.agent.image.repository }}:{{ .Values.agent.image.tag | default .Chart.AppVersion }}"
+  image: {{ include "readiness-agent.image" . | quote }}
   imagePullPolicy: {{ .Values.agent.image.pullPolicy }}
   restartPolicy: Always
   args: ["run"]
@@ -122,16 +122,7 @@ passed. Probe timings are explained next to agent.startupProbe / readinessProbe 
       port: {{ $port }}
     {{- toYaml .Values.agent.livenessProbe | nindent 4 }}
   resources:
-  {{- if .Values.agent.resources }}
-    {{- toYaml .Values.agent.resources | nindent 4 }}
-  {{- else }}
-    {{- /* measured peaks (docs/benchmarks.md): gate off 84 MiB, gate on 123 MiB; limits >= 1.5 x peak */}}
-    requests:
-      cpu: 50m
-      memory: {{ ternary "128Mi" "96Mi" (and .Values.readinessGate.enabled true) }}
-    limits:
-      memory: {{ ternary "192Mi" "160Mi" (and .Values.readinessGate.enabled true) }}
-  {{- end }}
+    {{- include "readiness-agent.resources" . | nindent 4 }}
   {{- with .Values.agent.securityContext }}
   securityContext:
     {{- toYaml . | nindent 4 }}
@@ -153,6 +144,20 @@ passed. Probe timings are explained next to agent.startupProbe / readinessProbe 
     {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- end }}
+{{- end }}
+
+{{/* The agent container's resources: agent.resources, else sized from the measured peaks. */}}
+{{- define "readiness-agent.resources" -}}
+{{- if .Values.agent.resources }}
+{{- toYaml .Values.agent.resources }}
+{{- else }}
+{{- /* measured peaks (docs/benchmarks.md): gate off 84 MiB, gate on 123 MiB; limits >= 1.5 x peak */ -}}
+requests:
+  cpu: 50m
+  memory: {{ ternary "128Mi" "96Mi" (and .Values.readinessGate.enabled true) }}
+limits:
+  memory: {{ ternary "192Mi" "160Mi" (and .Values.readinessGate.enabled true) }}
+{{- end }}
 {{- end }}
 
 {{/*

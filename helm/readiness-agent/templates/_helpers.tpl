@@ -33,6 +33,20 @@ helm.sh/chart: {{ include "readiness-agent.chart" . }}
 {{ include "readiness-agent.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's image: repository@digest when agent.image.digest is set (the tag is then ignored), else :tag. */}}
+{{- define "readiness-agent.image" -}}
+{{- with .Values.agent.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (.tag | default $.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -83,7 +97,7 @@ agent.listenHost, `kube_readiness_gate` follows readinessGate.enabled. An unknow
 agent would only warn about an unknown variable and run with its default, silently.
 */}}
 {{- define "readiness-agent.settingKeys" -}}
-redis_url platform window interval retry_interval timeout failure_threshold flap_window backoff_after jitter startup_timeout exit_on_startup_timeout readiness_mode drain_seconds drain_token_file log_format log_level redis_password_file redis_ca_file redis_cert_file redis_key_file kube_condition_type kubeconfig redis_auth redis_tls_server_name redis_tls_skip_hostname_check redis_write_canary redis_pubsub_roundtrip redis_canary_interval redis_fresh_connection_interval redis_require_master redis_sentinel_password redis_sentinel_password_file
+redis_url platform window interval retry_interval timeout failure_threshold flap_window backoff_after jitter startup_timeout exit_on_startup_timeout readiness_mode drain_seconds drain_token_file log_format log_level redis_password_file redis_ca_file redis_cert_file redis_key_file kube_condition_type kubeconfig redis_auth redis_tls_server_name redis_tls_skip_hostname_check redis_write_canary redis_pubsub_roundtrip redis_canary_interval redis_fresh_connection_interval redis_require_master redis_sentinel_password redis_sentinel_password_file watch_port
 {{- end }}
 
 {{/* Checks on values that the schema of the rendered objects cannot catch. */}}
