@@ -32,6 +32,7 @@ from tests.test_deploy import (
     listen_port,
     run_agents,
 )
+from tests.test_helm import HEADROOM, measured_peaks, mebibytes  # the chart's sizing rule, same table
 
 SERVICE = DEPLOY / "cloudrun" / "service.yaml"
 CLOUD_RUN_README = DEPLOY / "cloudrun" / "README.md"
@@ -177,3 +178,19 @@ class TestStartupzMeansReady:
                 after_kill = [s.status for s in startupz.samples if s.at >= killed]
                 assert len(after_kill) >= 5 and set(after_kill) == {200}
                 assert agent.get("/livez")[0] == 200
+
+
+class TestCloudRunSizing:
+    def test_agent_memory_holds_the_measured_peak(self, service: dict[str, Any]) -> None:
+        """The agent's memory limit is at least 1.5 x its measured peak in this configuration (Cloud Logging JSON,
+        no gate: docs/benchmarks.md), and the instance total is within gen2's minimum and the 2 vCPU maximum."""
+        limits = {name: mebibytes(c["resources"]["limits"]["memory"]) for name, c in containers(service).items()}
+        assert limits[AGENT_CONTAINER] >= HEADROOM * measured_peaks()[("json", "off")]
+        assert 512 <= sum(limits.values()) <= 8 * 1024  # gen2 minimum; "2 vCPU: up to 8 GiB"
+
+    def test_startup_cpu_boost_and_own_service_account(self, service: dict[str, Any]) -> None:
+        """Startup CPU boost is on, and the revision runs as a dedicated account, not the default compute one."""
+        template = service["spec"]["template"]
+        assert template["metadata"]["annotations"]["run.googleapis.com/startup-cpu-boost"] == "true"
+        account = template["spec"]["serviceAccountName"]
+        assert account.endswith(".iam.gserviceaccount.com") and "-compute@" not in account
