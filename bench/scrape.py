@@ -106,7 +106,7 @@ def floods(mode: Mode) -> dict[str, Flood]:
         agent = stack.enter_context(common.bench_agent(["--redis-url", url, *AGENT_FLAGS]).start())
         until(common.answered(agent.port, "/readyz", 200), 10, period=0.01, what="/readyz 200")
         sampler = stack.enter_context(ReadyzSampler(agent.port, period=0.005))
-        for _ in range(mode.reps(3, 1)):
+        for _ in range(mode.reps(2, 1)):
             for name in FLOODS:
                 _flood_round(agent, server, sampler, name, results[name])
     return results
@@ -268,7 +268,7 @@ def hundred(mode: Mode) -> Hundred:
         until(common.answered(agent.port, "/readyz", 200), 30, period=0.05, what="/readyz 200")
         time.sleep(1.5)  # past the window, every check on its steady schedule
         before = _renders(agent)
-        for i in range(mode.reps(12, 4)):
+        for i in range(mode.reps(10, 4)):
             windows = {}
             for scrape in (False, True) if i % 2 else (True, False):
                 windows[scrape], made = _cpu_window(agent, CPU_WINDOW, scrape)
@@ -292,7 +292,7 @@ def _n(value: int | None, otherwise: str) -> str:
 def run(mode: Mode) -> Section:
     """The three parts, one after another."""
     section = Section("2b. Expensive endpoints vs the probes")
-    log(f"scrape: floods of {', '.join(FLOODS)}, {mode.reps(3, 1)} rounds")
+    log(f"scrape: floods of {', '.join(FLOODS)}, {mode.reps(2, 1)} rounds")
     flooded = floods(mode)
     log("scrape: 100 checks, CPU with and without a scraper once a second, then concurrent scrapers")
     big = hundred(mode)
