@@ -17,6 +17,7 @@ import pytest
 
 from agent.cluster import TOTAL_SLOTS, cluster_enabled, judge_cluster, parse_cluster_info
 from agent.model import Reason
+from agent.settings import DEFAULT_TIMING
 from harness.agent_process import AgentProcess
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import REDIS_SERVER
@@ -116,6 +117,7 @@ class TestClusterAgent:
         assert 'readiness_agent_redis_cluster_slots{check="redis",state="ok"}' in metrics
         assert failed_at - killed >= CLUSTER_NODE_TIMEOUT_MS / 1000  # the servers' verdict, not the agent's
         assert down_at - failed_at <= bound + 0.05  # 0.05: the ground truth polls CLUSTER INFO every 20 ms
-        assert up_at - healed_at <= 0.5 + 1.0 * 1.2 + 1  # window + interval × (1 + jitter) + 1 s
+        # the default window + interval × (1 + jitter) + 1 s
+        assert up_at - healed_at <= DEFAULT_TIMING.window + DEFAULT_TIMING.interval * (1 + DEFAULT_TIMING.jitter) + 1
         print(f"cluster ({server}): kill -> 503 {down_at - killed:.2f}s, cluster_state:fail -> 503 "
               f"{down_at - failed_at:.2f}s (bound {bound:.2f}s), cluster_state:ok -> 200 {up_at - healed_at:.2f}s")

@@ -16,12 +16,7 @@ from harness.agent_process import AgentProcess, run_cli
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import RedisProcess
 from harness.wait import until
-
-FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3"]
-
-
-def detection_bound(interval: float = 0.5, retry: float = 0.1, timeout: float = 0.3, threshold: int = 3) -> float:
-    return interval * 1.2 + threshold * (timeout + retry * 1.2)
+from tests.support.fast import FAST, FAST_TIMING
 
 
 class TestStartup:
@@ -78,10 +73,10 @@ class TestFaults:
                 await sampler.expect(200, after=0, timeout=5)
                 killed = time.monotonic()
                 redis_proc.kill()
-                down_at = await sampler.expect(503, after=killed, timeout=detection_bound() * 2 + 1)
+                down_at = await sampler.expect(503, after=killed, timeout=FAST_TIMING.detection_bound * 2 + 1)
             finally:
                 sampler.stop()
-            assert down_at - killed <= detection_bound() + 1
+            assert down_at - killed <= FAST_TIMING.detection_bound + 1
             assert "refused" in agent.get("/readyz?verbose")[1]
 
     async def test_loading_stays_503(self, redis_proc: RedisProcess) -> None:

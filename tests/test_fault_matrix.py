@@ -29,14 +29,16 @@ from harness.agent_process import AgentProcess
 from harness.fault_proxy import FaultProxy
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import SLOW_LOAD_ARGS, RedisProcess, encode_command, parse_info
+from tests.support.fast import timing_of
 from tests.support.matrix import RESULTS, MatrixRow
 
 WINDOW, INTERVAL, RETRY, TIMEOUT, THRESHOLD = 0.5, 0.5, 0.1, 0.3, 3
-DETECTION_BOUND = INTERVAL * 1.2 + THRESHOLD * (TIMEOUT + RETRY * 1.2)
-READY_BOUND = WINDOW + INTERVAL * 1.2 + 1.0
 REPLICA_OK = ("--redis-require-master=false",)
 AGENT_ARGS = ["--window", str(WINDOW), "--interval", str(INTERVAL), "--retry-interval", str(RETRY),
               "--timeout", str(TIMEOUT), "--failure-threshold", str(THRESHOLD)]
+TIMING = timing_of(*AGENT_ARGS)
+DETECTION_BOUND = TIMING.detection_bound
+READY_BOUND = WINDOW + INTERVAL * (1 + TIMING.jitter) + 1.0
 
 
 @dataclass

@@ -11,10 +11,10 @@ from harness.agent_process import AgentProcess, run_cli
 from harness.kube_api import KubeAPI, write_kubeconfig
 from harness.redis_server import RedisProcess, free_port
 from harness.wait import until_async
+from tests.support.fast import FAST_WINDOW as FAST
 
 NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
 NEG = {"type": "cloud.google.com/load-balancer-neg-ready", "status": "True", "reason": "LoadBalancerNegReady"}
-FAST = ("--window", "0.2", "--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3")
 
 
 class TestGateInRun:

@@ -18,10 +18,10 @@ from harness.kube_api import KubeAPI, write_kubeconfig
 from harness.readyz_sampler import ReadyzSampler, Sample
 from harness.redis_server import RedisProcess
 from harness.wait import until_async
+from tests.support.fast import FAST_WINDOW as FAST
 from tests.support.piped_agent import PipedAgent
 
 NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
-FAST = ("--window", "0.2", "--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3")
 DRAIN = 0.5
 PROBE_LIMIT = 1.0  # seconds: a probe not answered within this counts as unanswered
 

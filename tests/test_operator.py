@@ -21,8 +21,8 @@ from agent.settings import SPECS
 from harness.agent_process import ROOT, AgentProcess, run_cli
 from harness.redis_server import RedisProcess, free_port
 from harness.wait import until
+from tests.support.fast import FAST_WINDOW as FAST
 
-FAST = ["--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3", "--window", "0.2"]
 SECRET = "s3cret-Operator-pw"
 FIRST_FAILURE_BOUND = 1.0  # the first check runs at start and a refusal/auth error answers in milliseconds: ×2 + 1 s
 
