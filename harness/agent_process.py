@@ -61,6 +61,11 @@ def _limits(nofile: tuple[int, int] | None) -> Callable[[], None] | None:
     return apply
 
 
+def agent_command(*args: str, listen: str = "127.0.0.1:0", python_flags: Sequence[str] = ()) -> list[str]:
+    """The one command line that starts the agent under test (``run``, local platform, ``args`` last)."""
+    return [sys.executable, *python_flags, "-m", "agent", "run", "--listen", listen, "--platform", "local", *args]
+
+
 class AgentProcess:
     """``readiness-agent run`` in a subprocess. A context manager; ``close`` never leaves it running."""
 
@@ -86,8 +91,7 @@ class AgentProcess:
         """Start the agent without waiting for it (a no-op once spawned)."""
         if self.proc is not None:
             return self
-        cmd = [sys.executable, *self.python_flags, "-m", "agent", "run", "--listen", self.listen,
-               "--platform", "local", *self.args]
+        cmd = agent_command(*self.args, listen=self.listen, python_flags=self.python_flags)
         # As for redis-server: if this process dies, the kernel kills the agent too (main thread only, since
         # the death signal follows the spawning thread). Not for the bench's own-session agents: the exit hook
         # kills those, and the start-up figure must not include an extra exec the floor it is compared with lacks.

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -28,7 +27,7 @@ import pytest
 from agent.checks import dns
 from agent.checks.redis_replies import classify
 from agent.model import Reason
-from harness.agent_process import ROOT, agent_env
+from harness.agent_process import ROOT, agent_command, agent_env
 from harness.redis_server import free_port
 from harness.wait import until
 
@@ -88,9 +87,8 @@ def test_silent_resolver_is_dns_and_does_not_hold_sigterm(silent_resolver: Path,
     # As root a mount namespace is enough; otherwise a user namespace maps us to root inside it.
     namespace = ["-m"] if os.getuid() == 0 else ["-m", "--map-root-user"]
     cmd = [unshare, *namespace, "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(silent_resolver),
-           sys.executable, "-m", "agent", "run", "--listen", f"127.0.0.1:{port}", "--platform", "local",
-           "--redis-url", f"redis://{NAME}:6379/0", "--config", str(config), "--timeout", "0.5",
-           "--drain-seconds", f"{DRAIN:g}"]
+           *agent_command("--redis-url", f"redis://{NAME}:6379/0", "--config", str(config), "--timeout", "0.5",
+                          "--drain-seconds", f"{DRAIN:g}", listen=f"127.0.0.1:{port}")]
     out = tmp_path / "agent.out"
     with open(out, "wb") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

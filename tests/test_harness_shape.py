@@ -63,7 +63,8 @@ class TestOneHarness:
         assert defined == {("harness/wait.py", "until"), ("harness/wait.py", "until_async")}
 
     def test_one_agent_wrapper_and_one_sampler(self) -> None:
-        """Only harness/agent_process.py spawns ``agent run``; the only /readyz sampler is harness's."""
+        """Only harness/agent_process.py builds the ``agent run`` command (``agent_command``: AgentProcess, and
+        the tests that need a pipe or a namespace around it, use it); the only /readyz sampler is harness's."""
         marker = '"-m", "agent", ' + '"run"'  # how a wrapper spawns it (built here, so this file does not match)
         spawners = {str(p.relative_to(ROOT)) for p in sources("harness", *USERS) if marker in p.read_text()}
         assert spawners == {"harness/agent_process.py"}

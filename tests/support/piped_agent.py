@@ -15,11 +15,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from harness.agent_process import ROOT, agent_env
+from harness.agent_process import ROOT, agent_command, agent_env
 from harness.wait import until
 
 _PORT_LOG = re.compile(rb"listening on \S+ \(port (\d+)")
@@ -45,7 +44,7 @@ class PipedAgent:
         os.set_blocking(read, False)
         self._read = read
         self._fill = os.open(f"/proc/self/fd/{write}", os.O_WRONLY | os.O_NONBLOCK)  # a description of its own
-        cmd = [sys.executable, "-m", "agent", "run", "--listen", "127.0.0.1:0", "--platform", "local", *self.args]
+        cmd = agent_command(*self.args)
         try:
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(cmd, stdout=write, stderr=err, stdin=subprocess.DEVNULL, env=self.env,
