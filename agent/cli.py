@@ -16,11 +16,11 @@ from typing import NoReturn
 
 from agent import __version__
 from agent.commands import EXIT_USAGE, check_once, run, wait_ready
-from agent.config import ConfigError, load_settings
-from agent.logs import labels
-from agent.platform import detect_platform
-from agent.settings import BY_NAME, SPECS, Settings, Spec
-from agent.values import parse_duration
+from agent.config.loader import ConfigError, load_settings
+from agent.config.platform import detect_platform
+from agent.config.settings import BY_NAME, SPECS, Settings, Spec
+from agent.config.values import parse_duration
+from agent.logs.labels import labels
 
 log = logging.getLogger("readiness_agent")
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 raise ConfigError(f"invalid --max-wait {args.max_wait!r}: {exc}") from None
         gate = None
         if settings.kube_readiness_gate and args.command == "run":
-            from agent.kube import gate_config  # does not import the kubernetes client
+            from agent.gate.sync import gate_config  # does not import the kubernetes client
 
             try:
                 gate = gate_config(env, settings.kube_condition_type, settings.kubeconfig)
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         sys.stderr.write(f"readiness-agent: error: {exc}\n")
         return EXIT_USAGE
 
-    from agent.logs import setup_logging
+    from agent.logs.setup import setup_logging
 
     # run logs to stdout (the platform's log stream); check/wait keep stdout for their answer.
     stream = sys.stdout if args.command == "run" else sys.stderr

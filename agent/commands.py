@@ -15,16 +15,30 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.logs import labels
-from agent.settings import Settings, Source
+from agent.config.settings import Settings, Source
+from agent.logs.labels import labels
 
 if TYPE_CHECKING:
-    from agent.kube import GateConfig, PodGate
-    from agent.scheduler import Agent
+    from agent.core.agent import Agent
+    from agent.gate.sync import GateConfig, PodGate
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
 GATE_STOP_TIMEOUT = 2.0  # seconds for the gate's last write at exit, within the platform's grace period
 log = logging.getLogger("readiness_agent")
+
+
+def build_agent(settings: Settings, clock: Callable[[], float] | None = None,
+                rng: Callable[[], float] | None = None) -> Agent:
+    """The running agent for ``settings``: its checks built from the registry, the clock and rng injected."""
+    import random
+    import time
+
+    from agent.checks import build_check
+    from agent.core.agent import Agent
+
+    clock = clock or time.monotonic
+    checks = [build_check(c, settings.timing.timeout, clock) for c in settings.checks]
+    return Agent(settings, checks, clock, rng or random.random)
 
 
 def warn_password_on_command_line(settings: Settings) -> bool:
@@ -62,23 +76,20 @@ async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
     """
     from prometheus_client import CollectorRegistry, disable_created_metrics
 
-    from agent.history import History
-    from agent.http_limits import IDLE_TIMEOUT, RateLimitedLog, loop_exception_handler, raise_nofile_limit
-    from agent.metrics import Metrics
-    from agent.scheduler import Agent
-    from agent.server import GateView, bound_port, make_app, serve
-    from agent.verdict_log import VerdictLog
-    from agent.watch import start_watch
+    from agent.logs.verdict_log import VerdictLog
+    from agent.server.app import GateView, bound_port, make_app, serve
+    from agent.server.limits import IDLE_TIMEOUT, RateLimitedLog, loop_exception_handler, raise_nofile_limit
+    from agent.server.metrics import Metrics
+    from agent.server.watch import start_watch
 
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition
     registry = CollectorRegistry()
-    agent = Agent(settings)
+    agent = build_agent(settings)
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
     agent.store.subscribe(VerdictLog(agent.clock, serving=True))
-    agent.store.subscribe(History(agent.clock))
     gate = None
     if gate_config is not None:
-        from agent.kube import PodGate
+        from agent.gate.sync import PodGate
 
         gate = PodGate(gate_config, registry)
     app = make_app(agent, registry, GateView(gate.status if gate is not None else None))
@@ -125,7 +136,7 @@ async def run(settings: Settings, gate_config: GateConfig | None = None) -> int:
 
 async def _start_gate(gate: PodGate, agent: Agent) -> bool:
     """Load the gate's credentials (off the loop) and subscribe it; False after a one-line error."""
-    from agent.kube import GateListener, GateSetupError
+    from agent.gate.sync import GateListener, GateSetupError
 
     try:
         await gate.start()
@@ -199,10 +210,9 @@ def _monotonic() -> float:
 
 async def wait_ready(settings: Settings, max_wait: float) -> int:
     """Run the checks until the verdict is ready (window included) or ``max_wait`` passes."""
-    from agent.scheduler import Agent
-    from agent.verdict_log import VerdictLog
+    from agent.logs.verdict_log import VerdictLog
 
-    agent = Agent(settings)
+    agent = build_agent(settings)
     agent.store.subscribe(VerdictLog(agent.clock, serving=False))  # wait serves no /readyz: never named
     names = ", ".join(f"{c.name} ({c.describe()})" for c in settings.checks)
     log.info("waiting up to %gs for a stable ready verdict (window %gs) of %s", max_wait, settings.window, names,

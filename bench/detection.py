@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from agent.settings import DEFAULT_TIMING
+from agent.config.settings import DEFAULT_TIMING
 from bench.common import (
     ExecProbe,
     Mode,

@@ -31,7 +31,7 @@ from harness.agent_process import AgentProcess
 from harness.redis_server import RedisProcess
 from harness.tls import Authority, TlsRedis
 
-DEFAULT = 30.0  # the setting's default (agent/settings.py), stated so the rows say what they measured
+DEFAULT = 30.0  # the setting's default (agent/config/settings.py), stated so the rows say what they measured
 FRESH = "--redis-fresh-connection-interval"
 PERIODS = {"off": "0", "every 1 s": "1", "default": f"{DEFAULT:g}"}
 

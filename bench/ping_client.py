@@ -17,7 +17,7 @@ import argparse
 import asyncio
 import random
 
-from agent.settings import DEFAULT_TIMING
+from agent.config.settings import DEFAULT_TIMING
 
 PING = b"*1\r\n$4\r\nping\r\n"  # the bytes `redis-cli ping` sends (an inline PING is parsed differently)
 INTERVAL, JITTER = DEFAULT_TIMING.interval, DEFAULT_TIMING.jitter  # the agent's healthy schedule at defaults

@@ -57,12 +57,12 @@ def handler_cost(calls: int = 2000) -> dict[str, float]:
     from aiohttp.test_utils import make_mocked_request
     from prometheus_client import CollectorRegistry
 
-    from agent import server
-    from agent.config import load_settings
-    from agent.metrics import Metrics
-    from agent.model import CheckResult
-    from agent.scheduler import Agent
-    from agent.settings import Platform
+    from agent.commands import build_agent
+    from agent.config.loader import load_settings
+    from agent.config.settings import Platform
+    from agent.core.model import CheckResult
+    from agent.server import app as server
+    from agent.server.metrics import Metrics
 
     async def constant(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -72,7 +72,7 @@ def handler_cost(calls: int = 2000) -> dict[str, float]:
                                  lambda _env: (Platform.LOCAL, "bench"))
         now = [0.0]
         registry = CollectorRegistry()
-        agent = Agent(settings, clock=lambda: now[0])
+        agent = build_agent(settings, clock=lambda: now[0])
         agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
         app = server.make_app(agent, registry)
         for t in (0.0, settings.timing.window / 2, settings.timing.window):  # through the window: ready

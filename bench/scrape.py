@@ -194,18 +194,18 @@ def render_cpu(checks: int = 100, reps: int = 10) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, disable_created_metrics
     from prometheus_client.exposition import choose_encoder
 
-    from agent.config import load_settings
-    from agent.metrics import Metrics
-    from agent.model import CheckResult
-    from agent.scheduler import Agent
-    from agent.settings import Platform
+    from agent.commands import build_agent
+    from agent.config.loader import load_settings
+    from agent.config.settings import Platform
+    from agent.core.model import CheckResult
+    from agent.server.metrics import Metrics
 
     with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
         config = common.write_config([(f"r{i:03d}", 1) for i in range(checks)], tmp)
         settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "bench"), config)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # as `run` does
     now = [0.0]
-    agent = Agent(settings, clock=lambda: now[0])
+    agent = build_agent(settings, clock=lambda: now[0])
     registry = CollectorRegistry()
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
     for t in (0.0, settings.timing.window / 2, settings.timing.window):
@@ -217,7 +217,7 @@ def render_cpu(checks: int = 100, reps: int = 10) -> dict[str, float]:
         encoder, content_type = choose_encoder(accept)
         jobs[f"library {label}"] = functools.partial(encoder, registry)
         if (common.ROOT / "agent" / "exposition.py").exists():  # not in an agent from before the render cache
-            from agent.exposition import Exposition
+            from agent.server.exposition import Exposition
 
             jobs[f"agent {label}"] = functools.partial(Exposition(registry).render, content_type, encoder)
     out: dict[str, float] = {}

@@ -1,7 +1,7 @@
 """A stand-in for kube-apiserver: exactly the endpoints the readiness gate uses, on 127.0.0.1.
 
 No kube-apiserver can run on the test machine, so this aiohttp server implements the wire protocol of the
-core/v1 endpoints that ``agent.kube`` calls, following the behaviour of kube-apiserver 1.31 (unchanged for
+core/v1 endpoints that ``agent.gate.sync`` calls, following the behaviour of kube-apiserver 1.31 (unchanged for
 these endpoints since 1.22):
 
 - ``GET /api/v1/namespaces/{ns}/pods/{name}/status`` → the Pod object.

@@ -240,7 +240,7 @@ def point_google_auth(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], 
 
 
 def wait_for_token_threads(timeout: float = 20.0) -> None:
-    """Wait until no ``iam-token`` fetch thread (agent/iam.py) is alive; call after ``heal()``.
+    """Wait until no ``iam-token`` fetch thread (agent/checks/redis/iam.py) is alive; call after ``heal()``.
 
     An abandoned fetch keeps retrying inside google-auth, whose backoff draws from the global ``random``
     module; a later Hypothesis test would see that state change under it and fail. ``heal()`` lets the fetch

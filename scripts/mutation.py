@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 TARGETS = {  # module → the fast unit tests that must kill its mutants
-    "agent/verdict.py": ["tests/test_verdict.py", "tests/test_verdict_agent.py", "tests/test_evidence.py"],
-    "agent/values.py": ["tests/test_config.py", "tests/test_values.py"],
-    "agent/urls.py": ["tests/test_config.py", "tests/test_urls.py"],
+    "agent/core/verdict.py": ["tests/test_verdict.py", "tests/test_verdict_agent.py", "tests/test_evidence.py"],
+    "agent/config/values.py": ["tests/test_config.py", "tests/test_values.py"],
+    "agent/config/urls.py": ["tests/test_config.py", "tests/test_urls.py"],
 }
 # The one test of test_config.py that spawns ``python -m agent`` is left out: a child process does not run
 # mutmut's trampolines, so it would fail the clean run (the in-process tests cover the same parsing).

@@ -100,7 +100,7 @@ class TestIdleTimeout:
     async def test_a_request_never_finished_is_closed_after_the_idle_timeout(self) -> None:
         """A connection that sent half a request header is closed by the server after idle_timeout, even while
         it trickles more header bytes (the timer runs from the connection's start)."""
-        from agent.server import serve
+        from agent.server.app import serve
 
         app = _tiny_app()
         async with serve(app, "127.0.0.1", 0, idle_timeout=0.5) as listening:
@@ -119,7 +119,7 @@ class TestIdleTimeout:
 
     async def test_connections_beyond_the_cap_close_the_oldest(self) -> None:
         """At the cap, a new connection closes the oldest: a flood of idle connections cannot lock a probe out."""
-        from agent.server import serve
+        from agent.server.app import serve
 
         app = _tiny_app()
         async with serve(app, "127.0.0.1", 0, max_connections=20) as listening:
@@ -148,7 +148,7 @@ class TestErrorLogging:
 
     def test_accept_errors_are_rate_limited(self) -> None:
         """10,000 failed accept() reports from the event loop become one log line, not 10,000 tracebacks."""
-        from agent.http_limits import RateLimitedLog, loop_exception_handler
+        from agent.server.limits import RateLimitedLog, loop_exception_handler
 
         with agent_records() as records:
             handle = loop_exception_handler(RateLimitedLog(period=60.0))
@@ -168,7 +168,7 @@ class TestErrorLogging:
         token); a failing handler of ours keeps its message; both are one line without a traceback."""
         import sys
 
-        from agent.http_limits import ClientErrorHandler, RateLimitedLog
+        from agent.server.limits import ClientErrorHandler, RateLimitedLog
 
         with agent_records() as lines:
             handler = ClientErrorHandler(RateLimitedLog(period=0.0))
@@ -248,7 +248,7 @@ class TestDrainTokenRules:
     async def test_anything_but_the_token_is_refused(self, tmp_path: Path, header: str | None) -> None:
         """Missing, wrong, truncated, non-ASCII (as aiohttp decodes \xff\xfe), oversized or odd headers are
         refused without an exception."""
-        from agent.drain_token import DrainToken
+        from agent.server.drain_token import DrainToken
 
         path = tmp_path / "token"
         path.write_text(f"  {TOKEN}\n")
@@ -263,7 +263,7 @@ class TestDrainTokenRules:
     async def test_an_unusable_file_is_a_problem_not_a_token(self, tmp_path: Path, content: bytes,
                                                             problem: str) -> None:
         """An empty, non-UTF-8 or non-token file authorizes nothing and says why (never its content)."""
-        from agent.drain_token import DrainToken
+        from agent.server.drain_token import DrainToken
 
         path = tmp_path / "token"
         path.write_bytes(content)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import agent.checks.redis_errors as rx
-from agent.checks.redis import RedisCheck
-from agent.checks.redis_protocol import MIB, ByteBudget, Limits, ReplyParser, ReplyTooLarge
-from agent.config import load_settings
-from agent.model import Reason
-from agent.settings import Platform
+import agent.checks.redis.errors as rx
+from agent.checks.redis.check import RedisCheck
+from agent.checks.redis.protocol import MIB, ByteBudget, Limits, ReplyParser, ReplyTooLarge
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.model import Reason
 from harness.agent_process import ROOT, agent_env
 from harness.hostile_redis import HostileRedis
 from harness.redis_server import RedisProcess

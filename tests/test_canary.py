@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from agent.checks.canary import Cadence, ProbeTimeout, UsabilityProbes, WriteCanary
-from agent.checks.pubsub import PubSubRoundTrip
-from agent.checks.redis_conn import RespConnection
-from agent.checks.redis_protocol import DEFAULT_LIMITS, ByteBudget
-from agent.model import Reason
+from agent.checks.redis.canary import Cadence, ProbeTimeout, UsabilityProbes, WriteCanary
+from agent.checks.redis.connection import RespConnection
+from agent.checks.redis.protocol import DEFAULT_LIMITS, ByteBudget
+from agent.checks.redis.pubsub import PubSubRoundTrip
+from agent.core.model import Reason
 from harness.redis_server import RedisProcess
 from harness.redis_topology import valkey_server
 from harness.wait import until

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cluster import TOTAL_SLOTS, cluster_enabled, judge_cluster, parse_cluster_info
-from agent.model import Reason
-from agent.settings import DEFAULT_TIMING
+from agent.checks.redis.cluster import TOTAL_SLOTS, cluster_enabled, judge_cluster, parse_cluster_info
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import Reason
 from harness.agent_process import AgentProcess
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import REDIS_SERVER

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import ConfigError, load_settings
-from agent.settings import Platform, Source
-from agent.urls import parse_redis_url
-from agent.values import parse_duration, parse_listen
+from agent.config.loader import ConfigError, load_settings
+from agent.config.settings import Platform, Source
+from agent.config.urls import parse_redis_url
+from agent.config.values import parse_duration, parse_listen
 
 
 def local(_env: object) -> tuple[Platform, str]:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from agent.checks.redis import RedisCheck
-from agent.config import load_settings
-from agent.metrics import Metrics
-from agent.model import Reason
-from agent.scheduler import Agent
-from agent.settings import Platform
+from agent.checks.redis.check import RedisCheck
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.agent import Agent
+from agent.core.model import Reason
+from agent.server.metrics import Metrics
 from harness.redis_server import RedisProcess, command_calls, free_port, parse_info
 from harness.tls import Authority, TlsRedis
 from harness.wait import until_async
@@ -24,7 +25,7 @@ from harness.wait import until_async
 
 def agent_for(url: str, **flags: str) -> Agent:
     settings = load_settings({"redis_url": url, **flags}, {}, lambda _e: (Platform.LOCAL, "test"))
-    agent = Agent(settings)
+    agent = build_agent(settings)
     agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
     return agent
 

@@ -492,13 +492,13 @@ class TestHelmChart:
     def test_unknown_setting_is_refused(self, helm: tuple[str, dict[str, str]]) -> None:
         """A misspelled agent setting fails the render instead of becoming an ignored variable: in the values
         schema, and in the template when schema validation is skipped."""
-        result = helm_template(helm, "--set", "agent.settings.windw=1s")
+        result = helm_template(helm, "--set", "agent.config.settings.windw=1s")
         assert result.returncode != 0 and "Additional property windw is not allowed" in result.stderr
-        result = helm_template(helm, "--set", "agent.settings.windw=1s", "--skip-schema-validation")
-        assert result.returncode != 0 and "agent.settings.windw: unknown agent setting" in result.stderr
+        result = helm_template(helm, "--set", "agent.config.settings.windw=1s", "--skip-schema-validation")
+        assert result.returncode != 0 and "agent.config.settings.windw: unknown agent setting" in result.stderr
 
     def test_config_file_is_mounted(self, chart_all: list[dict[str, Any]]) -> None:
-        """agent.config becomes a ConfigMap mounted where READINESS_AGENT_CONFIG points."""
+        """agent.config.loader becomes a ConfigMap mounted where READINESS_AGENT_CONFIG points."""
         spec = pod_spec(one(chart_all, "Deployment"))
         agent = agent_sidecar(spec)
         mount = next(m for m in agent["volumeMounts"] if m["name"] == "readiness-agent-config")
@@ -627,7 +627,7 @@ class TestAgentAcceptsManifests:
         assert view.status["settings"]["kube_readiness_gate"]["value"] is False
 
     def test_chart_has_a_value_for_every_setting(self, agents: dict[str, AgentView]) -> None:
-        """agent.settings in values.yaml and the schema name every setting the real agent reports, except the two
+        """agent.config.settings in values.yaml and the schema name every setting the real agent reports, except the two
         the chart derives (listen from agent.port, kube_readiness_gate from readinessGate.enabled)."""
         values = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["settings"]
         schema = json.loads((CHART / "values.schema.json").read_text())

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from agent.checks import dns
-from agent.checks.redis_replies import classify
-from agent.model import Reason
+from agent.checks.redis.replies import classify
+from agent.core.model import Reason
 from harness.agent_process import ROOT, agent_command, agent_env
 from harness.redis_server import free_port
 from harness.wait import until

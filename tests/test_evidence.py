@@ -8,9 +8,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import Reason, State
-from agent.settings import DEFAULT_TIMING
-from agent.verdict import CheckVerdict
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import Reason, State
+from agent.core.verdict import CheckVerdict
 
 T = DEFAULT_TIMING
 # What happens between two scheduled checks. A dropped connection is not an observation: the scheduler asks at

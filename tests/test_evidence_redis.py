@@ -8,10 +8,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from agent.config import load_settings
-from agent.model import State
-from agent.scheduler import Agent
-from agent.settings import Platform
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.agent import Agent
+from agent.core.model import State
 from harness.fault_proxy import FaultProxy
 from harness.redis_server import RedisProcess
 from harness.wait import until_async
@@ -19,7 +20,7 @@ from harness.wait import until_async
 
 def agent_for(url: str) -> Agent:
     """An in-process agent at the documented defaults (the schedule of a real deployment)."""
-    return Agent(load_settings({"redis_url": url, "platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t")))
+    return build_agent(load_settings({"redis_url": url, "platform": "local"}, {}, lambda _e: (Platform.LOCAL, "t")))
 
 
 async def ready(agent: Agent) -> None:
@@ -91,7 +92,7 @@ class TestServerDrops:
 
     async def test_a_reused_connection_dropped_unseen_is_retried_once(self, redis_proc: RedisProcess) -> None:
         """A check whose held connection was dropped before it ran succeeds on a fresh one within the same check."""
-        from agent.checks.redis import RedisCheck
+        from agent.checks.redis.check import RedisCheck
 
         settings = load_settings({"redis_url": redis_proc.url, "platform": "local"}, {},
                                  lambda _e: (Platform.LOCAL, "t"))

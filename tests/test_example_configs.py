@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_settings
-from agent.settings import Platform, Settings
+from agent.config.loader import load_settings
+from agent.config.settings import Platform, Settings
 from harness.tls import Authority
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "configs"

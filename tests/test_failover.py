@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.config import load_settings
-from agent.model import Reason
-from agent.scheduler import Agent
-from agent.settings import Platform
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.model import Reason
 from harness.redis_server import HOST, RedisProcess
 from harness.redis_topology import server_version
 from harness.wait import until, until_async
@@ -50,7 +50,7 @@ class TestFailoverCommand:
         master, _ = pair
         settings = load_settings({"redis_url": master.url}, {}, lambda _e: (Platform.LOCAL, "test"))
         assert settings.checks[0].require_master  # the default for --redis-url
-        agent = Agent(settings)
+        agent = build_agent(settings)
         await agent.start()
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 10)
@@ -70,7 +70,7 @@ class TestFailoverCommand:
         master, _ = pair
         settings = load_settings({"redis_url": master.url, "redis_require_master": "false", "interval": "0.3",
                                   "retry_interval": "0.1"}, {}, lambda _e: (Platform.LOCAL, "test"))
-        agent = Agent(settings)
+        agent = build_agent(settings)
         await agent.start()
         try:
             await asyncio.wait_for(agent.store.ready.wait(), 10)

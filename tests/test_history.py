@@ -3,12 +3,12 @@ whether ``/readyz`` flipped — bounded whatever the outage pattern; fed through
 
 from __future__ import annotations
 
-from agent.config import load_settings
-from agent.history import History, history_of
-from agent.model import CheckResult, ReadinessMode, Reason
-from agent.settings import DEFAULT_TIMING, Platform
-from agent.status import status_document
-from agent.store import VerdictStore
+from agent.config.loader import load_settings
+from agent.config.settings import DEFAULT_TIMING, Platform
+from agent.core.history import History
+from agent.core.model import CheckResult, ReadinessMode, Reason
+from agent.core.store import VerdictStore
+from agent.server.status import status_document
 from tests.support.storestub import Clock, StubCheck
 
 T = DEFAULT_TIMING
@@ -64,10 +64,10 @@ class TestHistory:
         assert doc[-1]["to"] == "starting" and doc[-1]["age_seconds"] == 0.0
 
     async def test_status_shows_the_subscribed_history(self) -> None:
-        """``/status`` has ``transitions`` from the History found among the store's listeners (empty without)."""
-        store, _history, clock = harness()
+        """``/status`` has ``transitions`` from the agent's History (empty without one)."""
+        store, history, clock = harness()
         feed(store, clock, 0.0, True)
         settings = load_settings({"platform": "local"}, {}, lambda _env: (Platform.LOCAL, "test"))
-        doc = status_document(store.snapshot, settings, clock.now, True, history_of(store.listeners))
+        doc = status_document(store.snapshot, settings, clock.now, True, history)
         assert [(e["from"], e["to"]) for e in doc["transitions"] if e["check"]] == [("starting", "stabilizing")]
         assert status_document(store.snapshot, settings, clock.now, True)["transitions"] == []

@@ -12,12 +12,12 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from agent.config import load_settings
-from agent.metrics import Metrics
-from agent.model import CheckResult, Reason
-from agent.scheduler import Agent
-from agent.server import make_app
-from agent.settings import Platform
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.agent import Agent
+from agent.core.model import CheckResult, Reason
+from agent.server.app import make_app
+from agent.server.metrics import Metrics
 from tests.support.storestub import Clock, StubCheck
 
 OK = CheckResult(True, 0.001)
@@ -61,7 +61,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
         settings = load_settings(flags, {}, lambda _e: (Platform.LOCAL, "test"))
         clock = Clock()
         stubs = [StubCheck(name, required=required) for name, required in (checks or {"redis": True}).items()]
-        agent = Agent(settings, clock=clock, checks=stubs)
+        agent = Agent(settings, stubs, clock=clock)
         registry = CollectorRegistry()
         agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
         client: TestClient[Any, Any] = TestClient(TestServer(make_app(agent, registry)))

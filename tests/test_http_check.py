@@ -13,8 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from agent.checks.http import HttpCheck
-from agent.http_target import DEFAULT_STATUS, HttpCheckConfig, HttpTarget, parse_http_url, parse_status_range
-from agent.model import Reason
+from agent.checks.http_config import DEFAULT_STATUS, HttpCheckConfig, HttpTarget, parse_http_url, parse_status_range
+from agent.core.model import Reason
 from harness.redis_server import free_port
 from harness.tls import Authority, Issued
 

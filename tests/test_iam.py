@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.iam import AdcFetcher, FetchedToken, IamError, TokenProvider
+from agent.checks.redis.iam import AdcFetcher, FetchedToken, IamError, TokenProvider
 from harness.metadata_server import (
     DEFAULT_SCOPES,
     METADATA_MODULE,

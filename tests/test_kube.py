@@ -27,8 +27,11 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from agent import kube_client as kc
-from agent.kube import (
+from agent.core.model import CheckResult, ReadinessMode, Reason
+from agent.core.store import VerdictStore
+from agent.core.verdict import Timing
+from agent.gate import api as kc
+from agent.gate.sync import (
     CONDITION_REASONS,
     RESULTS,
     GateConfig,
@@ -39,9 +42,6 @@ from agent.kube import (
     gate_config,
     retry_delay,
 )
-from agent.model import CheckResult, ReadinessMode, Reason
-from agent.store import VerdictStore
-from agent.verdict import Timing
 from harness.kube_api import REASON_RE, KubeAPI, make_tls, write_kubeconfig
 from harness.redis_server import free_port
 from harness.wait import until_async
@@ -156,7 +156,7 @@ class TestGateConfig:
 
 class TestKubeImport:
     def test_importing_the_gate_does_not_import_kubernetes(self) -> None:
-        """agent.kube and gate_config leave the kubernetes client unimported (the gate-off footprint)."""
+        """agent.gate.sync and gate_config leave the kubernetes client unimported (the gate-off footprint)."""
         code = ("import sys, agent.kube as k; k.gate_config({'POD_NAME': 'a', 'POD_NAMESPACE': 'b'}, "
                 f"{CTYPE!r}, None); print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)

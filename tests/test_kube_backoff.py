@@ -2,7 +2,7 @@
 
 The clock never moves in these tests, so a write that happens at all happened "at once": a gate that still
 honoured a stale backoff would wait for a clock that does not advance. The fake implements just the
-``CoreV1Api`` calls ``agent.kube_client`` makes; the wire protocol is tested against the stand-in API server
+``CoreV1Api`` calls ``agent.gate.api`` makes; the wire protocol is tested against the stand-in API server
 in ``tests/test_kube.py``.
 """
 
@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 from kubernetes.client.exceptions import ApiException
 
-from agent import kube_client as kc
-from agent.kube import BACKOFF_CAP, GateConfig, PodGate, retry_delay
+from agent.gate import api as kc
+from agent.gate.sync import BACKOFF_CAP, GateConfig, PodGate, retry_delay
 from harness.wait import until_async
 
 CTYPE = "readiness-agent.io/dependencies-ready"

@@ -22,7 +22,7 @@ import pytest_asyncio
 import yaml
 from celpy import celtypes
 
-from agent.kube import GateConfig, PodGate
+from agent.gate.sync import GateConfig, PodGate
 from harness.kube_api import Denial, KubeAPI, write_kubeconfig
 from harness.wait import until_async
 from tests.test_deploy import (

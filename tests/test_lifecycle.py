@@ -6,10 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.commands import wait_ready
-from agent.config import load_settings
-from agent.scheduler import Agent
-from agent.settings import Platform, Settings
+from agent.commands import build_agent, wait_ready
+from agent.config.loader import load_settings
+from agent.config.settings import Platform, Settings
 from harness.redis_server import RedisProcess
 
 
@@ -36,7 +35,7 @@ class TestStop:
         settings = one_ready_one_failing(redis_proc, tmp_path)
         for pause in (0.0, 0.0, 0.001, 0.01, 0.05):  # the cancellation may land anywhere in a round
             before = len(asyncio.all_tasks())
-            agent = Agent(settings)
+            agent = build_agent(settings)
             await agent.start()
             async with asyncio.timeout(5):
                 await agent.store.ready.wait()
@@ -58,7 +57,7 @@ class TestStop:
         hung: list[tuple[str, float, list[str]]] = []
         for unit, at in points:
             before = set(asyncio.all_tasks())
-            agent = Agent(settings)
+            agent = build_agent(settings)
             await agent.start()
             async with asyncio.timeout(5):
                 await agent.store.ready.wait()

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agent.log_writer import DEBUG, ERROR, INFO, KEEP, WARNING, LogWriter
-from agent.logs import QueuedHandler, _TextFormatter, labels
+from agent.logs.labels import labels
+from agent.logs.setup import QueuedHandler, _TextFormatter
+from agent.logs.writer import DEBUG, ERROR, INFO, KEEP, WARNING, LogWriter
 from harness.wait import until
 
 

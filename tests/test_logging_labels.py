@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agent.logs import _TextFormatter, record_labels
+from agent.logs.setup import _TextFormatter, record_labels
 from harness.agent_process import ROOT, AgentProcess
 from harness.redis_server import RedisProcess
 
@@ -59,7 +59,7 @@ class TestOneWayToLabel:
         calls = logging_calls()
         assert len(calls) > 30
         unlabelled = [where for where, call in calls if label_keys(call) is None]
-        assert unlabelled == [], "pass extra=labels(event=..., ...) (agent/logs.py) at: " + ", ".join(unlabelled)
+        assert unlabelled == [], "pass extra=labels(event=..., ...) (agent/logs/setup.py) at: " + ", ".join(unlabelled)
         about = [(where, call) for where, call in calls if isinstance(call.args[0] if call.args else None,
                                                                        ast.Constant)]
         unnamed = [where for where, call in about if str(call.args[0].value).startswith("check %s")  # type: ignore[attr-defined]
@@ -134,7 +134,7 @@ def test_library_records_warnings_and_thread_exceptions_take_the_same_way() -> N
     thread: each one labelled line on the log output, and nothing on stderr."""
     script = """if True:
         import asyncio, gc, sys, threading, warnings
-        from agent.logs import setup_logging
+        from agent.logs.setup import setup_logging
         setup_logging("text", "info", sys.stdout)
         async def main():
             task = asyncio.create_task(asyncio.to_thread(int, "x"))

@@ -2,7 +2,7 @@
 real redis-server, and (for the pod condition) the API-server stand-in of harness/kube_api.py.
 
 With stdout full, a killed Redis still turns ``/readyz`` to 503 at once, every probe is answered, the
-readiness-gate condition goes False and SIGTERM ends the agent within the drain (agent/log_writer.py). With
+readiness-gate condition goes False and SIGTERM ends the agent within the drain (agent/logs/writer.py). With
 stdout's reader gone (EPIPE), stderr gets one line, not a traceback per record. Figures before → after are in
 docs/benchmarks.md ("Logging to a stalled collector").
 """

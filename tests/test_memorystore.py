@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from agent.checks import build_check
-from agent.checks.redis import RedisCheck
-from agent.config import load_settings
-from agent.model import Reason
-from agent.settings import Platform, Settings
-from agent.values import ConfigError
+from agent.checks.redis.check import RedisCheck
+from agent.config.loader import load_settings
+from agent.config.settings import Platform, Settings
+from agent.config.values import ConfigError
+from agent.core.model import Reason
 from harness.agent_process import AgentProcess, run_cli
 from harness.metadata_server import MetadataServer, stand_in
 from harness.redis_server import RedisProcess, RespError

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import build_parser
-from agent.settings import SPECS
+from agent.config.settings import SPECS
 from harness.agent_process import ROOT, AgentProcess, run_cli
 from harness.redis_server import RedisProcess, free_port
 from harness.wait import until

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.config import load_settings
-from agent.platform import detect_platform, probe_metadata_server
-from agent.settings import Platform, Source
+from agent.config.loader import load_settings
+from agent.config.platform import detect_platform, probe_metadata_server
+from agent.config.settings import Platform, Source
 
 
 def never(_env: Mapping[str, str]) -> bool:

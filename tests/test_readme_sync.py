@@ -1,4 +1,4 @@
-"""The README's tables say what the code does: every flag and environment variable of ``agent/settings.py``
+"""The README's tables say what the code does: every flag and environment variable of ``agent/config/settings.py``
 (with its default), every HTTP route of the app, and every metric family the registry exposes — in both
 directions, so a setting, route or metric added without documentation (or documented but gone) fails here."""
 
@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.config import load_settings
-from agent.metrics import PREFIX, Metrics
-from agent.scheduler import Agent
-from agent.server import make_app
-from agent.settings import BY_NAME, SPECS, Platform
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import BY_NAME, SPECS, Platform
+from agent.server.app import make_app
+from agent.server.metrics import PREFIX, Metrics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -79,7 +79,7 @@ class TestReadmeConfigurationTable:
 class TestReadmeEndpointsTable:
     async def test_routes_match_the_app(self, tmp_path: Path) -> None:
         """Every route of the app is documented, and every documented endpoint is a route."""
-        app = make_app(Agent(settings_for_app(tmp_path)), CollectorRegistry())
+        app = make_app(build_agent(settings_for_app(tmp_path)), CollectorRegistry())
         routes = {(r.method, re.sub(r"\{\w+\}", "{}", r.resource.canonical))  # type: ignore[union-attr]
                   for r in app.router.routes() if r.method != "HEAD"}
         rows = first_table(section("## Endpoints (default `0.0.0.0:9180`)"))
@@ -94,7 +94,7 @@ class TestReadmeMetricsTable:
     def families(self, tmp_path: Path) -> dict[str, str]:
         """Metric family names (counters with ``_total``) of the agent's real registry → type."""
         registry = CollectorRegistry()
-        agent = Agent(settings_for_app(tmp_path))
+        agent = build_agent(settings_for_app(tmp_path))
         Metrics(registry, lambda: agent.snapshot, 0.5)
         return {f.name + ("_total" if f.type == "counter" else ""): f.type for f in registry.collect()}
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from agent.checks.redis import RedisCheck
-from agent.checks.redis_replies import classify, judge_info, parse_info
-from agent.config import load_settings
-from agent.metrics import Metrics
-from agent.model import Reason, State
-from agent.scheduler import Agent
-from agent.settings import Platform, Settings
+from agent.checks.redis.check import RedisCheck
+from agent.checks.redis.replies import classify, judge_info, parse_info
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import Platform, Settings
+from agent.core.model import Reason, State
+from agent.server.metrics import Metrics
 from harness.redis_server import RedisProcess
 from harness.redis_server import parse_info as parse_server_info
 from harness.wait import until_async
@@ -47,7 +47,7 @@ class TestInfoRules:
 
     def test_classify_is_secret_free(self) -> None:
         """Classification details never echo arbitrary server text beyond the first line, and map prefixes."""
-        from agent.checks.redis_errors import ResponseError
+        from agent.checks.redis.errors import ResponseError
 
         assert classify(ResponseError("BUSY Redis is busy running a script"))[0] is Reason.BUSY
         assert classify(ResponseError("MISCONF Redis is configured to save RDB"))[0] is Reason.READONLY
@@ -158,7 +158,7 @@ class TestRunner:
         """Start, run through a kill and a restart, stop: every task ends and every connection closes."""
         before = len(asyncio.all_tasks())
         settings = settings_for(redis_proc.url, window="0.2", interval="0.3", retry_interval="0.1", timeout="0.3")
-        agent = Agent(settings)
+        agent = build_agent(settings)
         agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
         await agent.start()
         try:
@@ -175,7 +175,7 @@ class TestRunner:
     async def test_monitor_loss_triggers_an_immediate_recheck(self, redis_proc: RedisProcess) -> None:
         """The server dropping the held connection counts nothing and triggers a re-check on a fresh one at once."""
         settings = settings_for(redis_proc.url, window="0", interval="5s", retry_interval="0.1", timeout="0.3")
-        agent = Agent(settings)
+        agent = build_agent(settings)
         agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
         await agent.start()
         try:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks.redis import RedisCheck
-from agent.checks.redis_conn import RedisEndpoint
-from agent.checks.redis_replies import classify
-from agent.config import load_settings
-from agent.model import Reason
-from agent.settings import Platform
+from agent.checks.redis.check import RedisCheck
+from agent.checks.redis.connection import RedisEndpoint
+from agent.checks.redis.replies import classify
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.model import Reason
 from harness.hostile_redis import HostileRedis
 from harness.redis_server import NO_INFO_ARGS, RESP2_ONLY_ARGS, RedisProcess, command_calls, parse_info
 from tests.support.fixtures import RedisFactory

@@ -1,6 +1,6 @@
 """The scrape cache and the fast exposition, in-process and fast: reuse age, single flight and failures on an
-injected clock (agent/render_cache.py); the exposition byte-equal to prometheus_client's encoders in every
-negotiated format and accepted by promtool (agent/exposition.py); the app's renders counted per verdict.
+injected clock (agent/server/render_cache.py); the exposition byte-equal to prometheus_client's encoders in every
+negotiated format and accepted by promtool (agent/server/exposition.py); the app's renders counted per verdict.
 The end-to-end figures (a flood against the real agent) are in tests/test_e2e_endpoints.py."""
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from agent import direct_series
-from agent.config import load_settings
-from agent.exposition import VERIFY_TRIES, Exposition
-from agent.metrics import Metrics
-from agent.model import CheckResult, Reason
-from agent.render_cache import RenderCache
-from agent.scheduler import Agent
-from agent.server import SCRAPES, make_app
-from agent.settings import Platform
+from agent.commands import build_agent
+from agent.config.loader import load_settings
+from agent.config.settings import Platform
+from agent.core.model import CheckResult, Reason
+from agent.server import direct_series
+from agent.server.app import SCRAPES, make_app
+from agent.server.exposition import VERIFY_TRIES, Exposition
+from agent.server.metrics import Metrics
+from agent.server.render_cache import RenderCache
 
 ACCEPTS = [
     "",  # text 0.0.4, what curl gets
@@ -166,7 +166,7 @@ def agent_registry(tmp_path: Path) -> CollectorRegistry:
         f"  - {{name: {name}, url: 'redis://127.0.0.1:1/0'}}\n" for name in ("sessions", "cache", "queue")))
     settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "test"), str(config))
     now = [0.0]
-    agent = Agent(settings, clock=lambda: now[0])
+    agent = build_agent(settings, clock=lambda: now[0])
     registry = CollectorRegistry()
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
     for t in (0.0, 0.3, 0.6):
@@ -273,7 +273,7 @@ class TestApp:
         settings = load_settings({"platform": "local", "redis_url": "redis://127.0.0.1:1/0"}, {},
                                  lambda _e: (Platform.LOCAL, "test"))
         now = [0.0]
-        agent = Agent(settings, clock=lambda: now[0])
+        agent = build_agent(settings, clock=lambda: now[0])
         registry = CollectorRegistry()
         agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
         app = make_app(agent, registry, scrape_reuse=3600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.secretfile import SecretFile
+from agent.config.secretfile import SecretFile
 
 
 class TestSecretFile:

@@ -29,13 +29,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from agent.commands import _log_settings, check_once
-from agent.config import ConfigError, load_settings
-from agent.metrics import Metrics
-from agent.scheduler import Agent
-from agent.server import make_app
-from agent.settings import Platform, Settings
-from agent.verdict_log import VerdictLog
+from agent.commands import _log_settings, build_agent, check_once
+from agent.config.loader import ConfigError, load_settings
+from agent.config.settings import Platform, Settings
+from agent.logs.verdict_log import VerdictLog
+from agent.server.app import make_app
+from agent.server.metrics import Metrics
 from harness.agent_process import AgentProcess
 from harness.hostile_http import AGENT_ROOT, cli, http_request
 from harness.redis_server import RedisProcess
@@ -102,7 +101,7 @@ async def run_outputs(settings: Settings) -> str:
     """What the agent shows for ``settings``: logs, /status, /metrics, /readyz?verbose and ``check`` output,
     after at least one real check against the Redis that refuses the password."""
     registry = CollectorRegistry()
-    agent = Agent(settings)
+    agent = build_agent(settings)
     agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
     agent.store.subscribe(VerdictLog(agent.clock, serving=True))
     app = make_app(agent, registry)

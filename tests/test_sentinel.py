@@ -16,22 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from agent.checks.redis_errors import InvalidResponse, ResponseError
-from agent.checks.redis_sentinel import SentinelFailure, SentinelResolver, judge_sentinel
-from agent.commands import warn_password_on_command_line
-from agent.config import ConfigError, load_settings
-from agent.model import CheckResult, Reason
-from agent.scheduler import Agent
-from agent.sentinel import (
+from agent.checks.redis.errors import InvalidResponse, ResponseError
+from agent.checks.redis.sentinel import SentinelFailure, SentinelResolver, judge_sentinel
+from agent.commands import build_agent, warn_password_on_command_line
+from agent.config.loader import ConfigError, load_settings
+from agent.config.sentinel_url import (
     DEFAULT_SENTINEL_PORT,
     SentinelTarget,
     is_sentinel_url,
     parse_any_redis_url,
     parse_sentinel_url,
 )
-from agent.settings import Platform, Settings
-from agent.snapshot import AgentSnapshot
-from agent.urls import RedisTarget, redact_url
+from agent.config.settings import Platform, Settings
+from agent.config.urls import RedisTarget, redact_url
+from agent.core.agent import Agent
+from agent.core.model import CheckResult, Reason
+from agent.core.snapshot import AgentSnapshot
 from harness.agent_process import AgentProcess
 from harness.readyz_sampler import ReadyzSampler
 from harness.redis_server import free_port
@@ -300,7 +300,7 @@ class TestSentinelCheck:
         until Sentinel demotes it)."""
         secret = tmp_path / "sentinel-password"
         secret.write_text(SENTINEL_SECRET + "\n")
-        agent = Agent(sentinel_settings(sentinels, secret))  # the defaults: the figures a user gets
+        agent = build_agent(sentinel_settings(sentinels, secret))  # the defaults: the figures a user gets
         recorder = Recorder(agent)
         agent.store.subscribe(recorder)
         resolver = agent.checks["redis"].topology.resolver  # type: ignore[attr-defined]
@@ -368,7 +368,7 @@ class TestSentinelCheck:
         once; the agent stays ready throughout, and no check passes on the demoted node after the switch."""
         secret = tmp_path / "sentinel-password"
         secret.write_text(SENTINEL_SECRET + "\n")
-        agent = Agent(sentinel_settings(shared_sentinels, secret))
+        agent = build_agent(sentinel_settings(shared_sentinels, secret))
         recorder = Recorder(agent)
         agent.store.subscribe(recorder)
         old = shared_sentinels.current_master()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.tls import TlsFileError, TlsMaterial
+from agent.config.tls import TlsFileError, TlsMaterial
 from harness.tls import Authority, TlsRedis, bundle
 
 HOST = "127.0.0.1"

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.connection import SSLConnection, parse_url
 
-from agent.config import load_settings
-from agent.platform import Platform
-from agent.urls import RedisTarget, parse_redis_url, redact_url
-from agent.values import ConfigError
+from agent.config.loader import load_settings
+from agent.config.platform import Platform
+from agent.config.urls import RedisTarget, parse_redis_url, redact_url
+from agent.config.values import ConfigError
 
 
 def oracle(url: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.values import (
+from agent.config.values import (
     Listen,
     choice,
     parse_bool,

@@ -7,9 +7,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import ReadinessMode, Reason, State
-from agent.settings import DEFAULT_TIMING
-from agent.verdict import AgentVerdict, CheckVerdict, Timing
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import ReadinessMode, Reason, State
+from agent.core.verdict import AgentVerdict, CheckVerdict, Timing
 
 T = DEFAULT_TIMING  # the documented defaults
 

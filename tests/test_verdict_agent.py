@@ -8,9 +8,9 @@ from typing import ClassVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.model import ReadinessMode, Reason, State
-from agent.settings import DEFAULT_TIMING
-from agent.verdict import AgentVerdict, CheckVerdict, aggregate_state, readiness
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import ReadinessMode, Reason, State
+from agent.core.verdict import AgentVerdict, CheckVerdict, aggregate_state, readiness
 
 T = DEFAULT_TIMING
 

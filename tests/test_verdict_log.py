@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.log_writer import KEEP, WARNING
-from agent.logs import importance
-from agent.model import CheckResult, ReadinessMode, Reason
-from agent.settings import DEFAULT_TIMING
-from agent.store import VerdictStore
-from agent.verdict_log import MIN_GAP, REMIND_EVERY, VerdictLog
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import CheckResult, ReadinessMode, Reason
+from agent.core.store import VerdictStore
+from agent.logs.setup import importance
+from agent.logs.verdict_log import MIN_GAP, REMIND_EVERY, VerdictLog
+from agent.logs.writer import KEEP, WARNING
 from tests.support.logcapture import AgentLogs, agent_logs
 from tests.support.storestub import Clock, StubCheck
 
@@ -161,7 +161,7 @@ class TestVerdictLog:
         assert errors[0].labels == {"state": "starting", "event": "deadline", "reason": "refused"}  # type: ignore[attr-defined]
 
     def test_transitions_and_the_deadline_are_never_dropped_by_the_log_writer(self, capture: Capture) -> None:
-        """A full log queue (agent/log_writer.py) drops failure lines before others, never a transition, the
+        """A full log queue (agent/logs/writer.py) drops failure lines before others, never a transition, the
         drain or the deadline: their records are in the writer's kept class, the others by level."""
         h = Harness(capture, startup_timeout=1.0)
         h.fail_every(0.0, 1.2, 0.2)

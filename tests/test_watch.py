@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from agent.model import CheckResult, ReadinessMode, Reason
-from agent.settings import DEFAULT_TIMING
-from agent.store import VerdictStore
-from agent.watch import WATCH_PATH, WatchHub, serve_watch
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.model import CheckResult, ReadinessMode, Reason
+from agent.core.store import VerdictStore
+from agent.server.watch import WATCH_PATH, WatchHub, serve_watch
 from harness.agent_process import run_cli
 from harness.redis_server import free_port
 from tests.support.storestub import Clock, StubCheck

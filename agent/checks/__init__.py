@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.checkconfig import CheckConfig
-from agent.checks.redis_config import RedisCheckConfig
+from agent.checks.config import CheckConfig
+from agent.checks.http_config import HttpCheckConfig
+from agent.checks.redis.config import RedisCheckConfig
 from agent.checks.tcp import TcpCheckConfig
-from agent.http_target import HttpCheckConfig
-from agent.model import Check
+from agent.core.model import Check
 
 Clock = Callable[[], float]
 
@@ -29,7 +29,7 @@ class Kind:
 
 
 def _redis() -> Callable[[Any, float, Clock], Check]:
-    from agent.checks.redis import RedisCheck
+    from agent.checks.redis.check import RedisCheck
 
     return RedisCheck
 

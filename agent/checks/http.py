@@ -8,7 +8,7 @@ verifies the chain against a CA file (or the system CAs) and the host name, as e
 
 One keep-alive connection is reused between checks (aiohttp's connector, limit 1), so a healthy service costs
 one request per interval, not a handshake; after any failure it is dropped, and the next one uses the CA file
-as it is then (agent/tls.py re-reads it when it changed: a rotation; gone, it is reason ``tls``). The body is
+as it is then (agent/config/tls.py re-reads it when it changed: a rotation; gone, it is reason ``tls``). The body is
 not read beyond ``MAX_BODY``: a health endpoint that streams for ever cannot hold the check. The target shown
 in logs and ``/status`` drops user info and query (either may carry a credential).
 """
@@ -24,9 +24,9 @@ import aiohttp
 
 from agent import __version__
 from agent.checks.dns import LookupTimeout, ThreadResolver
-from agent.http_target import HttpCheckConfig
-from agent.model import CheckResult, Reason
-from agent.tls import TlsFileError, TlsMaterial
+from agent.checks.http_config import HttpCheckConfig
+from agent.config.tls import TlsFileError, TlsMaterial
+from agent.core.model import CheckResult, Reason
 
 MAX_BODY = 64 * 1024
 
@@ -72,7 +72,7 @@ class HttpCheck:
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._resolver = ThreadResolver()  # bounded lookups named dns, never holding up the exit (checks/dns.py)
-        # The CA file is re-read when it changes (a rotation), at the next new connection (agent/tls.py).
+        # The CA file is re-read when it changes (a rotation), at the next new connection (agent/config/tls.py).
         self._tls = TlsMaterial(target.ca_file) if target.url.lower().startswith("https:") else None
         low, high = target.status
         self._expected = str(low) if low == high else f"{low}-{high}"

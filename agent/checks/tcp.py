@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agent.checkconfig import CheckConfig, Entry, key
+from agent.checks.config import CheckConfig, Entry, key
 from agent.checks.dns import LookupTimeout, lookup_budget, open_stream
-from agent.model import CheckResult, Reason
-from agent.values import parse_tcp_address
+from agent.config.values import parse_tcp_address
+from agent.core.model import CheckResult, Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from agent.verdict import Timing
+from agent.core.verdict import Timing
 from examples.websocket_app import gate
 from examples.websocket_app.app import start_backend
 from examples.websocket_app.platform_sim import ClientLoad, Router

@@ -12,8 +12,8 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
-from agent.settings import DEFAULT_TIMING
-from agent.verdict import Timing
+from agent.config.settings import DEFAULT_TIMING
+from agent.core.verdict import Timing
 from examples.websocket_app.platform_sim import Outcome, ProbeSpec
 
 STARTUP, STEADY, DETECTION, RECOVERY = "start-up/LOADING", "steady", "kill: inside detection time", "kill: recovery"

@@ -6,8 +6,8 @@ re-types the formula or the jitter.
 
 from __future__ import annotations
 
-from agent.config import load_settings
-from agent.settings import Platform, Timing
+from agent.config.loader import load_settings
+from agent.config.settings import Platform, Timing
 
 FAST = ("--interval", "0.5", "--retry-interval", "0.1", "--timeout", "0.3")
 FAST_WINDOW = (*FAST, "--window", "0.2")

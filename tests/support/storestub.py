@@ -1,4 +1,4 @@
-"""A check and a clock for driving the real :class:`agent.store.VerdictStore` at explicit times, in-process.
+"""A check and a clock for driving the real :class:`agent.core.store.VerdictStore` at explicit times, in-process.
 
 The store only reads a check's name, kind, target and required flag; listeners (logs, history, metrics) are
 then fed by the real store, so their tests see exactly what production feeds them.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.model import CheckResult
+from agent.core.model import CheckResult
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The HTTP surface: probes, /status, /metrics, /watch and /drain, and the limits that keep it alive."""
