@@ -6,11 +6,12 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 QUICK ?=
 
-.PHONY: help venv tools run test lint bench demo-race soak mutation clean
+.PHONY: help venv tools run test test-fast lint bench demo-race soak mutation clean
 
 help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
 	@echo "make test       set up, then ruff + mypy --strict + the whole test suite against real redis-server"
+	@echo "make test-fast  the same without the slow tier (processes against real time): the inner loop"
 	@echo "make bench      benchmarks (not part of CI), results table on stdout; make bench QUICK=1: < 2 min"
 	@echo "make demo-race  the WebSocket 1011 race (modes a-d at four load-balancer delays) and a rolling deploy"
 	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
@@ -47,6 +48,10 @@ lint: venv
 
 test: venv tools lint
 	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+
+# The inner loop: lint and the fast tier (no process against real time), about a minute.
+test-fast: venv tools lint
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 # The bench installs its own tools (scripts/install-tools.sh bench) and marks a part MISS when one is missing.
 bench: venv
