@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -151,6 +152,51 @@ class TestTcpCheck:
         assert (await check.run()).ok
         redis_proc.kill()
         assert (await check.run()).reason is Reason.REFUSED
+
+
+class TestRefusedSaysWhere:
+    """A ``refused`` detail names the host and port it was met at, and never a credential."""
+
+    async def test_refused_names_host_and_port_not_the_password(self) -> None:
+        """Redis and TCP checks against a port nobody listens on: ``connection refused (127.0.0.1:PORT)``."""
+        from agent.checks.tcp import TcpCheck, TcpCheckConfig
+
+        with socket.socket() as bound:  # bound, never listening: every connection to it is refused
+            bound.bind(("127.0.0.1", 0))
+            port = bound.getsockname()[1]
+            check = check_for(f"redis://:s3cret-pw@127.0.0.1:{port}/0")
+            try:
+                redis = await check.run()
+            finally:
+                await check.close()
+            tcp = await TcpCheck(TcpCheckConfig("port", True, ("127.0.0.1", port)), 0.3).run()
+        assert (redis.reason, redis.detail) == (Reason.REFUSED, f"connection refused (127.0.0.1:{port})")
+        assert (tcp.reason, tcp.detail) == (Reason.REFUSED, f"connection refused (127.0.0.1:{port})")
+
+    async def test_closed_before_a_word_names_the_address(self) -> None:
+        """A server that accepts and closes at once (a dying Redis, a proxy without upstream)."""
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        check = check_for(f"redis://127.0.0.1:{port}/0")
+        try:
+            result = await check.run()
+        finally:
+            await check.close()
+            server.close()
+            await server.wait_closed()
+        assert result.reason is Reason.REFUSED
+        assert result.detail.endswith(f" (127.0.0.1:{port})") and result.detail.startswith("connection "), result
+
+    def test_an_unlocated_failure_and_ipv6(self) -> None:
+        """Without a located error the words stay as they were; an IPv6 address is bracketed."""
+        from agent.checks.redis.replies import at_peer
+        from agent.config.values import host_port
+
+        assert classify(ConnectionRefusedError(111, "Connect call failed")) == (Reason.REFUSED, "connection refused")
+        located = at_peer(ConnectionRefusedError(111, "Connect call failed"), host_port("::1", 6379))
+        assert isinstance(located, ConnectionRefusedError)
+        assert classify(located) == (Reason.REFUSED, "connection refused ([::1]:6379)")
+        assert at_peer(TimeoutError(), "h:1") is None
 
 
 class TestRunner:

@@ -8,6 +8,7 @@ offered for dependencies that have no richer protocol check here. The name is lo
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 
 from agent.checks.config import CheckConfig, Entry, key
 from agent.checks.dns import LookupTimeout, lookup_budget, open_stream
-from agent.config.values import parse_tcp_address
+from agent.config.values import host_port, parse_tcp_address
 from agent.core.model import CheckResult, Reason
 
 
@@ -33,8 +34,7 @@ class TcpCheckConfig(CheckConfig):
         return cls(name=name, required=required, address=address)
 
     def describe(self) -> str:
-        host, port = self.address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host_port(*self.address)
 
 
 class TcpCheck:
@@ -63,9 +63,17 @@ class TcpCheck:
             return CheckResult(False, self.clock() - started, Reason.DNS, "no answer from the resolver in time")
         except socket.gaierror:
             return CheckResult(False, self.clock() - started, Reason.DNS, "host name does not resolve")
-        except OSError as exc:
-            return CheckResult(False, self.clock() - started, Reason.REFUSED, exc.strerror or "refused")
+        except OSError as exc:  # refused, reset, unreachable: say which, and where
+            return CheckResult(False, self.clock() - started, Reason.REFUSED, f"{_why(exc)} ({self.target})")
         return CheckResult(True, self.clock() - started)
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+def _why(exc: OSError) -> str:
+    """``connection refused``, ``no route to host``: the error's own words (asyncio's text is only
+    "Connect call failed" and the address tried)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return os.strerror(exc.errno).lower() if exc.errno else "connection failed"

@@ -111,6 +111,11 @@ def parse_text(raw: object) -> str:
     return str(raw).strip()
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a person writes it: ``[v6]:port`` for an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Listen:
     """Where the HTTP server listens; ``host`` may be IPv4 or IPv6 (``[::]:9180``)."""
@@ -119,7 +124,7 @@ class Listen:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 def parse_listen(raw: object) -> Listen:

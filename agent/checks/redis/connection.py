@@ -36,9 +36,10 @@ from agent.checks.redis.protocol import (
     encode,
     read_replies,
 )
-from agent.checks.redis.replies import classify
+from agent.checks.redis.replies import AtPeer, at_peer, classify
 from agent.config.secretfile import SecretFile
 from agent.config.urls import RedisTarget
+from agent.config.values import host_port
 from agent.core.model import Reason
 
 CLIENT_NAME = "readiness-agent"
@@ -50,8 +51,12 @@ FAREWELLS = ("ERR max number of clients", "DENIED")
 KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 
-class ConnectionLost(rx.ConnectionFailure):
-    """The server closed or reset the connection."""
+class ConnectionLost(rx.ConnectionFailure, AtPeer):
+    """The server (at ``peer``, when known) closed or reset the connection."""
+
+    def __init__(self, text: str, peer: str | None = None) -> None:
+        super().__init__(text)
+        self.peer = peer
 
 
 class RespConnection:
@@ -62,8 +67,9 @@ class RespConnection:
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits,
-                 budget: ByteBudget) -> None:
+                 budget: ByteBudget, peer: str | None = None) -> None:
         self._reader, self._writer = reader, writer
+        self.peer = peer  # host:port, named in the detail when the server ends it
         self._parser = ReplyParser(limits)
         self._budget = budget
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
@@ -80,7 +86,7 @@ class RespConnection:
     async def pipeline(self, *commands: tuple[str, ...]) -> list[Any]:
         """Send every command in one write; return their replies in order (error replies as values)."""
         if self.lost.done():
-            raise self.lost.result() or ConnectionLost("connection closed")
+            raise self.lost.result() or ConnectionLost("connection closed", self.peer)
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._waiting.extend(futures)
@@ -103,7 +109,8 @@ class RespConnection:
             waiter.set_result(reply)
 
     async def _read_loop(self) -> None:
-        await read_replies(self._reader, self._parser, self._budget, self._deliver, self._end, ConnectionLost)
+        await read_replies(self._reader, self._parser, self._budget, self._deliver, self._end,
+                           lambda text: ConnectionLost(text, self.peer))
 
     def _end(self, error: BaseException | None) -> None:
         if isinstance(error, ConnectionLost) and self._farewell is not None:
@@ -112,7 +119,7 @@ class RespConnection:
             self.lost.set_result(error)
         for waiter in self._waiting:
             if not waiter.done():
-                waiter.set_exception(error or ConnectionLost("connection closed"))
+                waiter.set_exception(error or ConnectionLost("connection closed", self.peer))
                 waiter.exception()  # retrieved: a command abandoned mid-write must not log "never retrieved"
         self._waiting.clear()
         self._writer.close()
@@ -184,15 +191,25 @@ class RedisEndpoint:
         context = self.ssl_context()
         hostname = self.tls.server_hostname(self.target.host) if self.tls is not None else None
         remaining = (deadline - asyncio.get_running_loop().time()) if deadline is not None else self.timeout
-        reader, writer = await open_stream(*self.address, lookup_budget(remaining), tls=context,
-                                           server_hostname=hostname, limit=READ_CHUNK)
+        try:
+            reader, writer = await open_stream(*self.address, lookup_budget(remaining), tls=context,
+                                               server_hostname=hostname, limit=READ_CHUNK)
+        except OSError as exc:  # refused, reset, unreachable: the detail names where (TLS, DNS keep their words)
+            located = at_peer(exc, self.peer())
+            if located is None:
+                raise
+            raise located from exc
         _keepalive(writer)
         return reader, writer
+
+    def peer(self) -> str:
+        """``host:port`` of the server connections go to now (Sentinel moves it): named in failure details."""
+        return host_port(*self.address)
 
     async def connect(self, deadline: float | None = None) -> RespConnection:
         """A new connection; the caller bounds it in time, calls ``prepare`` first and sends ``handshake``."""
         reader, writer = await self.open_streams(deadline)
-        return RespConnection(reader, writer, self.limits, self.budget)
+        return RespConnection(reader, writer, self.limits, self.budget, self.peer())
 
     async def prove_fresh(self, deadline: float) -> tuple[Reason, str] | None:
         """A new client's view: open a new connection (TLS, AUTH, SELECT, PING), close it, and say what it met.

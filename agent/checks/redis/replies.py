@@ -1,7 +1,9 @@
 """What Redis' replies and errors mean for readiness: a reason from the fixed set and a secret-free detail.
 
 Kept apart from the connection code so the mapping (each entry from a real failure mode, docs/design.md
-"Redis facts") is read and tested on its own.
+"Redis facts") is read and tested on its own. A ``refused`` detail names the address it was met at
+(``connection refused (10.0.0.3:6379)``) when the connection code located the failure (:class:`AtPeer`):
+host and port only, never a credential.
 """
 
 from __future__ import annotations
@@ -39,15 +41,54 @@ _PREFIXES: tuple[tuple[str, Reason], ...] = (
 )
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost OS-level error behind a wrapper, if any."""
-    seen = exc
+class AtPeer:
+    """A connection failure that knows where it was met: ``peer`` is ``host:port`` (no credentials)."""
+
+    peer: str | None = None
+
+
+class RefusedAt(ConnectionRefusedError, AtPeer):
+    """A connection refused by ``peer`` (still a ``ConnectionRefusedError``: "nothing listens")."""
+
+
+class ResetAt(ConnectionResetError, AtPeer):
+    """A connection reset by ``peer`` while connecting."""
+
+
+class FailedAt(OSError, AtPeer):
+    """Any other OS error connecting to ``peer`` (no route, network unreachable)."""
+
+
+_LOCATED: dict[type[OSError], type[OSError]] = {ConnectionRefusedError: RefusedAt, ConnectionResetError: ResetAt,
+                                                OSError: FailedAt}
+
+
+def at_peer(exc: OSError, peer: str) -> OSError | None:
+    """``exc`` located at ``peer`` (raise it ``from exc``), or None for an error that is not about the peer's
+    socket (TLS, DNS, a timeout: those keep their own type and words)."""
+    located = _LOCATED.get(type(exc))
+    if located is None:
+        return None
+    error = located(*exc.args)
+    assert isinstance(error, AtPeer)
+    error.peer = peer
+    return error
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors behind it (causes, then contexts), outermost first."""
+    chain = [exc]
     for _ in range(5):
-        inner = seen.__cause__ or seen.__context__
+        inner = chain[-1].__cause__ or chain[-1].__context__
         if inner is None:
             break
-        seen = inner
-    return seen
+        chain.append(inner)
+    return chain
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost OS-level error behind a wrapper, if any."""
+    return _chain(exc)[-1]
 
 
 def _by_class(exc: BaseException) -> tuple[Reason, str] | None:
@@ -85,7 +126,17 @@ def _by_root(root: BaseException) -> tuple[Reason, str] | None:
 
 
 def classify(exc: BaseException) -> tuple[Reason, str]:
-    """Map an exception from a check to a reason and a short, secret-free detail."""
+    """Map an exception from a check to a reason and a short, secret-free detail; a ``refused`` detail names
+    the address when the failure was located there (``connection refused (10.0.0.3:6379)``)."""
+    reason, detail = _classify(exc)
+    if reason is Reason.REFUSED:
+        peer = next((e.peer for e in _chain(exc) if isinstance(e, AtPeer) and e.peer), None)
+        if peer is not None:
+            return reason, f"{detail} ({peer})"
+    return reason, detail
+
+
+def _classify(exc: BaseException) -> tuple[Reason, str]:
     known = _by_class(exc)
     if known is not None:
         return known
