@@ -290,6 +290,17 @@ class TestUnknownKeys:
             load_settings({}, {}, local, config_file=str(cfg))
         assert str(err.value) == message.format(cfg=cfg)
 
+    def test_a_misspelled_variable_warns_with_did_you_mean(self) -> None:
+        """A ``READINESS_AGENT_*`` typo gets the YAML keys' "did you mean" (its value is never shown); a name
+        like nothing known only warns."""
+        environ = {"READINESS_AGENT_INTERVALL": "1s", "READINESS_AGENT_retry_interval": "x", "READINESS_AGENT_ZZZ": "1"}
+        assert load_settings({}, environ, local).warnings == (
+            "ignoring unknown environment variable READINESS_AGENT_INTERVALL; did you mean READINESS_AGENT_INTERVAL?",
+            "ignoring unknown environment variable READINESS_AGENT_ZZZ",
+            "ignoring unknown environment variable READINESS_AGENT_retry_interval; "
+            "did you mean READINESS_AGENT_RETRY_INTERVAL?",
+        )
+
     def test_no_close_match_lists_the_known_keys(self, tmp_path: Path) -> None:
         """A key like nothing known lists the known keys instead of guessing."""
         cfg = tmp_path / "c.yaml"

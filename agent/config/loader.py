@@ -31,7 +31,7 @@ from agent.config.settings import (
     Spec,
 )
 from agent.config.urls import redact_url
-from agent.config.values import ConfigError, shown, unknown_key
+from agent.config.values import ConfigError, closest, shown, unknown_key
 
 __all__ = ["MAX_FILE_BYTES", "MINIMUMS", "ConfigError", "Detector", "load_settings", "read_config_file"]
 
@@ -169,6 +169,13 @@ def _file_key(key: object, path: str) -> str:
     return name
 
 
+def _unknown_variable(key: str, known: set[str]) -> str:
+    """The warning for a ``READINESS_AGENT_*`` variable no setting reads, with the "did you mean" that a
+    YAML key gets (matched without the shared prefix, which would make every name look close)."""
+    close = closest(key.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known])
+    return f"ignoring unknown environment variable {key}" + (f"; did you mean {ENV_PREFIX}{close}?" if close else "")
+
+
 def _gather(
     flags: Mapping[str, object], environ: Mapping[str, str], file_data: Mapping[str, object]
 ) -> tuple[dict[str, tuple[object, Source]], dict[str, str], list[str]]:
@@ -184,7 +191,7 @@ def _gather(
     known_env = {s.env for s in SPECS} | {ENV_PREFIX + a.upper() for a in ALIASES} | META_ENV
     for key in sorted(environ):
         if key.startswith(ENV_PREFIX) and key not in known_env:
-            warnings.append(f"ignoring unknown environment variable {key}")
+            warnings.append(_unknown_variable(key, known_env))
     for alias, target in ALIASES.items():
         variable = ENV_PREFIX + alias.upper()
         if variable in environ:

@@ -166,10 +166,17 @@ def shown(raw: object, limit: int = 80) -> str:
     return repr(text)
 
 
+def closest(name: object, known: Iterable[str]) -> str | None:
+    """The known name a typo of ``name`` most likely meant (case and ``-``/``_`` aside), or None."""
+    by_form = {k.replace("-", "_").lower(): k for k in known}
+    close = difflib.get_close_matches(str(name).replace("-", "_").lower(), sorted(by_form), n=1, cutoff=0.6)
+    return by_form[close[0]] if close else None
+
+
 def unknown_key(key: object, where: str, known: Iterable[str]) -> ConfigError:
     """The one wording for an unknown key, at the top level of the file or in ``checks[i]``: with a
     "did you mean" from the known keys when one is close, else the list of known keys."""
     names = sorted(set(known))
-    close = difflib.get_close_matches(str(key).replace("-", "_").lower(), names, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(names)
+    close = closest(key, names)
+    hint = f"did you mean {close!r}?" if close else "known keys: " + ", ".join(names)
     return ConfigError(f"unknown key {shown(key)} in {where}; {hint}")
