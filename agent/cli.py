@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the sidecar (HTTP probes, metrics, logs)")
     check = sub.add_parser("check", help="one round of all checks; exit 0 ok, 1 not ok, 2 usage")
     wait = sub.add_parser("wait", help="block until ready (stability window included); exit 0, or 1 on timeout")
-    wait.add_argument("--max-wait", required=True, metavar="DURATION", help="give up after this long (exit 1)")
     for command in (run, check, wait):
+        # wait's limit; run and check accept it (checked, then unused) so one argument list serves all three
+        command.add_argument("--max-wait", required=command is wait, metavar="DURATION", default=None,
+                             help="give up after this long (exit 1)" if command is wait else argparse.SUPPRESS)
         command.add_argument("--config", metavar="FILE", default=None,
                              help="YAML file with settings and checks [env READINESS_AGENT_CONFIG]")
         for option in SPECS:  # check and wait accept run-only flags (scripts share one set) but do not list them
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = settings_from_args(args, env)
         max_wait = None
-        if args.command == "wait":
+        if args.max_wait is not None:  # a bad value is refused by every command, though only wait uses it
             try:
                 max_wait = parse_duration(args.max_wait)
             except ValueError as exc:

@@ -143,6 +143,22 @@ class TestOneShotCommands:
         assert result.returncode == 1, result.stderr
 
 
+    def test_one_argument_list_for_all_three_commands(self) -> None:
+        """The README's promise: the same arguments, --max-wait and run-only flags included, work for run, check
+        and wait (run and check accept --max-wait, check it and leave it to wait; a bad one is refused)."""
+        args = ["--max-wait", "0.3", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--timeout", "0.2",
+                "--listen", "127.0.0.1:0", "--drain-seconds", "0", "--platform", "local"]
+        for command in ("check", "wait"):
+            result = run_cli(command, *args)
+            assert result.returncode == 1 and "unrecognized" not in result.stderr, (command, result.stderr)
+        with AgentProcess(*args) as agent:  # started: /livez answered
+            assert agent.get("/readyz")[0] == 503
+        for command in ("run", "check"):  # wait's refusal: test_config.py
+            result = run_cli(command, *args[2:], "--max-wait", "soon")
+            assert (result.returncode, result.stderr) == (2, "readiness-agent: error: invalid --max-wait 'soon': "
+                                                             "expected a duration such as 0.5, 500ms, 2s or 1m\n")
+
+
 class TestDrainByPost:
     def test_verbose_keeps_the_real_state_and_the_process_keeps_running(self, redis_proc: RedisProcess,
                                                                          tmp_path: Path) -> None:
