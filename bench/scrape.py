@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import importlib
 import json
 import subprocess
 import tempfile
@@ -36,6 +37,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from bench import common
 from bench.common import Mode, Row, Section, log, median, ms, quantile
@@ -186,38 +189,52 @@ def _burst(agent: AgentProcess, count: int) -> None:
         t.join(30)
 
 
+def _parts(tree: Path) -> dict[str, Any]:
+    """The agent's pieces render_cpu needs, in ``tree``'s layout: agent/ in folders (now) or flat (the commits
+    before 7931bfc, which a before/after comparison runs); ``Exposition`` is None before the render cache."""
+    def get(module: str, name: str) -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    if (tree / "agent" / "server").is_dir():
+        return {"load_settings": get("agent.config.loader", "load_settings"),
+                "Platform": get("agent.config.settings", "Platform"),
+                "CheckResult": get("agent.core.model", "CheckResult"),
+                "Metrics": get("agent.server.metrics", "Metrics"), "agent": get("agent.commands", "build_agent"),
+                "Exposition": get("agent.server.exposition", "Exposition")}
+    return {"load_settings": get("agent.config", "load_settings"), "Platform": get("agent.settings", "Platform"),
+            "CheckResult": get("agent.model", "CheckResult"), "Metrics": get("agent.metrics", "Metrics"),
+            "agent": get("agent.scheduler", "Agent"),
+            # the editable install would lend this tree the newer module: look in the tree itself
+            "Exposition": get("agent.exposition", "Exposition") if (tree / "agent" / "exposition.py").exists()
+            else None}
+
+
 def render_cpu(checks: int = 100, reps: int = 10) -> dict[str, float]:
     """In-process CPU ms of one render at ``checks`` checks, median: prometheus_client's text and OpenMetrics
-    encoders, and agent.exposition's (absent on an older agent)."""
+    encoders, and the agent's exposition (absent on an older agent)."""
     from prometheus_client import CollectorRegistry, disable_created_metrics
     from prometheus_client.exposition import choose_encoder
 
-    from agent.commands import build_agent
-    from agent.config.loader import load_settings
-    from agent.config.settings import Platform
-    from agent.core.model import CheckResult
-    from agent.server.metrics import Metrics
-
+    parts = _parts(common.ROOT)
     with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
         config = common.write_config([(f"r{i:03d}", 1) for i in range(checks)], tmp)
-        settings = load_settings({"platform": "local"}, {}, lambda _e: (Platform.LOCAL, "bench"), config)
+        settings = parts["load_settings"]({"platform": "local"}, {}, lambda _e: (parts["Platform"].LOCAL, "bench"),
+                                          config)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # as `run` does
     now = [0.0]
-    agent = build_agent(settings, clock=lambda: now[0])
+    agent = parts["agent"](settings, clock=lambda: now[0])
     registry = CollectorRegistry()
-    agent.store.subscribe(Metrics(registry, lambda: agent.snapshot, settings.window))
+    agent.store.subscribe(parts["Metrics"](registry, lambda: agent.snapshot, settings.window))
     for t in (0.0, settings.timing.window / 2, settings.timing.window):
         now[0] = t
         for name in agent.snapshot.checks:
-            agent.record(name, CheckResult(True, 0.001))
+            agent.record(name, parts["CheckResult"](True, 0.001))
     jobs: dict[str, Callable[[], object]] = {}
     for label, accept in (("text", ""), ("openmetrics", OPENMETRICS)):
         encoder, content_type = choose_encoder(accept)
         jobs[f"library {label}"] = functools.partial(encoder, registry)
-        if (common.ROOT / "agent" / "exposition.py").exists():  # not in an agent from before the render cache
-            from agent.server.exposition import Exposition
-
-            jobs[f"agent {label}"] = functools.partial(Exposition(registry).render, content_type, encoder)
+        if parts["Exposition"] is not None:
+            jobs[f"agent {label}"] = functools.partial(parts["Exposition"](registry).render, content_type, encoder)
     out: dict[str, float] = {}
     gc.freeze()  # as the agent does after start-up: the collector skips the long-lived objects
     for name, job in jobs.items():
