@@ -19,7 +19,9 @@ from pathlib import Path
 
 from bench.common import Mode, Row, Section, log, median
 from bench.fleet import (
+    MIN_SIGNAL,
     SERVER_CPUS,
+    TOO_SHORT,
     Group,
     measure_windows,
     pin,
@@ -63,30 +65,37 @@ def measure(n: int, steady: float, windows: int) -> dict[str, Group]:
     return groups
 
 
-def per_connection(groups: dict[str, Group], transport: str) -> float:
-    """Redis CPU seconds per new connection: what the every-second group adds over ``off``, per connection added."""
+def per_connection(groups: dict[str, Group], transport: str) -> float | None:
+    """Redis CPU seconds per new connection: what the every-second group adds over ``off``, per connection added;
+    None when what it adds is too small to tell from noise (under ``MIN_SIGNAL``, or not more in every window)."""
     fast, off = groups[f"{transport}, every 1 s"], groups[f"{transport}, off"]
-    extra_cpu = median([fast.cpu(w) - off.cpu(b) for w, b in zip(fast.windows, off.windows, strict=True)])
+    added = [w.redis_cpu - b.redis_cpu for w, b in zip(fast.windows, off.windows, strict=True)]
     extra_rate = (fast.opened_per_minute - off.opened_per_minute) / 60
-    return extra_cpu / extra_rate if extra_rate > 0 else float("nan")
+    if not added or min(added) <= 0 or sum(added) < MIN_SIGNAL or extra_rate <= 0:
+        return None
+    extra_cpu = median([fast.cpu(w) - off.cpu(b) for w, b in zip(fast.windows, off.windows, strict=True)])
+    return extra_cpu / extra_rate
 
 
 def rows(section: Section, groups: dict[str, Group]) -> None:
     """One row per group (connections opened per agent per minute, Redis CPU per agent), one per transport."""
     n = next(iter(groups.values())).n
     for name, group in groups.items():
+        cpu = f"{group.cpu_per_client * 1e6:.1f} us/s" if group.measurable else TOO_SHORT
         section.rows.append(Row("4c", f"fresh connections, {n} agents, {name}: opened per agent per minute / "
-                                      "Redis CPU per agent", f"{group.opened_per_minute:.1f} / "
-                                      f"{group.cpu_per_client * 1e6:.1f} us/s"))
+                                      "Redis CPU per agent", f"{group.opened_per_minute:.1f} / {cpu}"))
     for transport in ("plain", "TLS"):
+        metric = f"{transport}: Redis CPU per new connection; at the default ({DEFAULT:g} s) per agent"
         cost = per_connection(groups, transport)
+        if cost is None:
+            section.rows.append(Row("4c", metric, TOO_SHORT))
+            continue
         shipped = cost * 60 / DEFAULT / 60  # CPU seconds per second per agent at the default period
-        off = groups[f"{transport}, off"].cpu_per_client
+        off = groups[f"{transport}, off"]
         section.rows.append(Row(
-            "4c", f"{transport}: Redis CPU per new connection; at the default ({DEFAULT:g} s) per agent",
-            f"{cost * 1e6:.0f} us; {shipped * 1e6:.2f} us/s",
-            f"the held connection's checks: {off * 1e6:.1f} us/s per agent ({shipped / off * 100:.1f} % more)"
-            if off > 0 else ""))
+            "4c", metric, f"{cost * 1e6:.0f} us; {shipped * 1e6:.2f} us/s",
+            f"the held connection's checks: {off.cpu_per_client * 1e6:.1f} us/s per agent "
+            f"({shipped / off.cpu_per_client * 100:.1f} % more)" if off.measurable else ""))
     section.notes.append(
         f"Fresh connections: {n} agents per group, six groups side by side on redis-servers with TLS on, "
         f"{len(next(iter(groups.values())).windows)} windows of "
