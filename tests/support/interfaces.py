@@ -46,8 +46,9 @@ def key_paths(doc: Any, prefix: str = "") -> list[str]:
 
 
 def readme_names() -> dict[str, list[str]]:
-    """The flags, environment variables, endpoints and metric names the README's tables document."""
-    text = (ROOT / "README.md").read_text()
+    """The flags, environment variables, endpoints and metric names the docs' tables document (README.md, and the
+    pages its reference tables moved to: docs/settings.md, docs/observability.md)."""
+    text = "\n".join((ROOT / page).read_text() for page in ("README.md", "docs/settings.md", "docs/observability.md"))
     rows = [line for line in text.splitlines() if line.startswith("|")]
     cells = " ".join(rows)
     return {
