@@ -375,7 +375,7 @@ class TestHostileFiles:
             load_settings({}, {}, local, config_file=str(cfg))
         assert needle in str(err.value) and "\n" not in str(err.value)
 
-    def test_dev_zero_is_refused_at_once(self) -> None:
+    def test_dev_zero_is_refused_after_reading_the_size_bound(self) -> None:
         """``--config /dev/zero`` reads at most the size bound and stops."""
         with pytest.raises(ConfigError, match="larger than 64 KiB"):
             load_settings({}, {}, local, config_file="/dev/zero")

@@ -89,8 +89,8 @@ class TestRedisCheck:
             redis_proc.resume()
             await check.close()
 
-    async def test_monitor_sees_a_kill_at_once(self, redis_proc: RedisProcess) -> None:
-        """The held connection's watch returns within milliseconds of SIGKILL."""
+    async def test_monitor_sees_a_kill_within_a_second(self, redis_proc: RedisProcess) -> None:
+        """The held connection's watch returns within a second of SIGKILL."""
         check = check_for(redis_proc.url)
         try:
             assert (await check.run()).ok
@@ -218,8 +218,9 @@ class TestRunner:
         assert len(asyncio.all_tasks()) == before
         await until_async(lambda: str(redis_proc.cli("CLIENT", "LIST")).count("cmd=") == 1, 3)
 
-    async def test_monitor_loss_triggers_an_immediate_recheck(self, redis_proc: RedisProcess) -> None:
-        """The server dropping the held connection counts nothing and triggers a re-check on a fresh one at once."""
+    async def test_monitor_loss_triggers_a_recheck_before_the_interval(self, redis_proc: RedisProcess) -> None:
+        """The server dropping the held connection counts nothing and triggers a re-check on a fresh one within 2 s
+        (the interval is 5 s)."""
         settings = settings_for(redis_proc.url, window="0", interval="5s", retry_interval="0.1", timeout="0.3")
         agent = build_agent(settings)
         agent.store.subscribe(Metrics(CollectorRegistry(), lambda: agent.snapshot, settings.window))
