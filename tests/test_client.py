@@ -22,7 +22,15 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from aiohttp import web
-from readiness_client import ReadinessWatcher, Verdict, wait_ready
+from readiness_client import (
+    DEFAULT_URL,
+    OpenSockets,
+    ReadinessWatcher,
+    Verdict,
+    platform_drain_window,
+    wait_ready,
+    watch_url,
+)
 from readiness_client.aiohttp_gate import GATE
 
 from harness.agent_process import ROOT, AgentProcess
@@ -222,3 +230,32 @@ async def _accepts(session: aiohttp.ClientSession, url: str) -> bool:
             return True
     except aiohttp.WSServerHandshakeError:
         return False
+
+
+class TestEnvironment:
+    """The pod spec states the watch URL and the drain window it sized terminationGracePeriodSeconds for
+    (helm/examples/existing-app, deploy/gke); the app's code names neither."""
+
+    def test_watch_url_and_drain_window_from_the_environment(self) -> None:
+        url = "http://127.0.0.1:9190/watch"
+        assert watch_url({}) == DEFAULT_URL
+        assert watch_url({"READINESS_CLIENT_WATCH_URL": url}) == url
+        assert platform_drain_window({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == 15.0
+        assert platform_drain_window({"KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                                      "READINESS_CLIENT_DRAIN_WINDOW": "12.5"}) == 12.5
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("READINESS_CLIENT_WATCH_URL", url)
+            env.setenv("READINESS_CLIENT_DRAIN_WINDOW", "3")
+            watcher = ReadinessWatcher()
+            assert watcher.url == url and OpenSockets(watcher).drain_window == 3.0
+            assert ReadinessWatcher("http://[::1]:9181/watch").url == "http://[::1]:9181/watch"  # the app's wins
+
+    @pytest.mark.parametrize(("name", "value"), [("READINESS_CLIENT_WATCH_URL", "127.0.0.1:9181"),
+                                                 ("READINESS_CLIENT_DRAIN_WINDOW", "15s"),
+                                                 ("READINESS_CLIENT_DRAIN_WINDOW", "-1"),
+                                                 ("READINESS_CLIENT_DRAIN_WINDOW", "nan")])
+    def test_a_bad_value_is_one_line_naming_it(self, name: str, value: str) -> None:
+        read = watch_url if name.endswith("URL") else platform_drain_window
+        with pytest.raises(ValueError) as caught:
+            read({name: value})
+        assert str(caught.value).startswith(f"invalid {name} {value!r}: ") and "\n" not in str(caught.value)

@@ -26,7 +26,7 @@ from tests.test_deploy import (
     pod_spec,
     validate_builtin,
 )
-from tests.test_helm import DEFAULT_CONDITION, GOOGLE_HEALTH_CHECK_RANGES, gate_state
+from tests.test_helm import DEFAULT_CONDITION, GOOGLE_HEALTH_CHECK_RANGES, assert_app_uses_the_client, gate_state
 
 GKE = DEPLOY / "gke"
 AGENT_PORT = 9180
@@ -170,6 +170,13 @@ class TestShutdownAndProbes:
         [app] = spec["containers"]
         seconds = app["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert seconds == 10 and spec["terminationGracePeriodSeconds"] >= seconds + 20 + 5
+
+    def test_app_uses_readiness_client(self, deployment: dict[str, Any]) -> None:
+        """The app container follows the agent's GET /watch and drains with the client's GKE window, which the
+        termination budget holds (README "In your app")."""
+        spec = pod_spec(deployment)
+        [app] = spec["containers"]
+        assert_app_uses_the_client(spec, app)
 
     def test_metrics_service_targets_the_port_number(self, services: dict[str, dict[str, Any]],
                                                      deployment: dict[str, Any]) -> None:

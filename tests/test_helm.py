@@ -18,13 +18,16 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from readiness_client import platform_drain_window
 
+from agent.config.settings import DEFAULTS
 from tests.test_deploy import (
     AGENT_CONTAINER,
     ALERT_JOB_REGEX,
@@ -101,6 +104,20 @@ def agent_memory(docs: list[dict[str, Any]]) -> tuple[float, float]:
 def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The one Deployment of a render."""
     return one(docs, "Deployment")
+
+
+def assert_app_uses_the_client(spec: dict[str, Any], app: dict[str, Any]) -> None:
+    """The app container is configured for readiness_client (README "In your app"): the agent's GET /watch on
+    loopback at the port the agent serves it, and the client's own Kubernetes drain window, which the app's
+    close-out budget holds, inside a grace period that holds preStop + that close-out + the agent's drain."""
+    agent = agent_sidecar(spec)
+    port = env_value(agent, "READINESS_AGENT_WATCH_PORT") or DEFAULTS.watch_port
+    assert env_value(app, "READINESS_CLIENT_WATCH_URL") == f"http://127.0.0.1:{port}/watch"
+    window = float(env_value(app, "READINESS_CLIENT_DRAIN_WINDOW"))
+    assert window == platform_drain_window({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) <= APP_CLOSE_OUT_SECONDS
+    assert env_value(agent, "READINESS_AGENT_DRAIN_SECONDS") is None and DEFAULTS.drain_seconds == AGENT_DRAIN_SECONDS
+    sleep = app["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert spec["terminationGracePeriodSeconds"] >= sleep + APP_CLOSE_OUT_SECONDS + AGENT_DRAIN_SECONDS
 
 
 def gate_state(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
@@ -688,3 +705,25 @@ class TestChartConventions:
             selector = (doc.get("spec", {}).get("selector") or doc.get("spec", {}).get("podSelector") or {})
             selector = selector.get("matchLabels", selector)
             assert not (selector and selects(selector, labels)), doc["kind"]
+
+
+class TestAppClient:
+    def test_example_app_follows_the_agent_with_readiness_client(self, helm: Helm,
+                                                                 example: list[dict[str, Any]]) -> None:
+        """The app container gets the agent's watch URL (following agent.settings.watch_port) and the client's
+        drain window the grace period is sized for; watch_port 0 (no /watch) fails the render, naming it; with
+        the agent off the app is not pointed at it."""
+        spec = pod_spec(workload(example))
+        assert_app_uses_the_client(spec, spec["containers"][0])
+
+        def example_with(*args: str) -> subprocess.CompletedProcess[str]:
+            return run([helm[0], "template", "prod", EXAMPLE, *args], env=helm[1])
+
+        moved = pod_spec(workload(load_docs(example_with("--set", "readiness-agent.agent.settings.watch_port=9190")
+                                            .stdout)))
+        assert env_value(agent_sidecar(moved), "READINESS_AGENT_WATCH_PORT") == "9190"
+        assert_app_uses_the_client(moved, moved["containers"][0])
+        off = example_with("--set", "readiness-agent.agent.settings.watch_port=0")
+        assert off.returncode != 0 and "readiness-agent.agent.settings.watch_port is 0" in off.stderr, off.stderr
+        alone = pod_spec(workload(load_docs(example_with("--set", "readiness-agent.enabled=false").stdout)))
+        assert env_value(alone["containers"][0], "READINESS_CLIENT_WATCH_URL") is None

@@ -14,7 +14,7 @@ from readiness_client.sockets import (
     drain_on_sigterm,
     platform_drain_window,
 )
-from readiness_client.watcher import DEFAULT_URL, ReadinessWatcher, Verdict, wait_ready
+from readiness_client.watcher import DEFAULT_URL, ReadinessWatcher, Verdict, wait_ready, watch_url
 
 __all__ = ["DEFAULT_URL", "SERVICE_RESTART", "TRY_AGAIN_LATER", "OnRedisLost", "OpenSockets", "ReadinessWatcher",
-           "Verdict", "drain_on_sigterm", "platform_drain_window", "wait_ready"]
+           "Verdict", "drain_on_sigterm", "platform_drain_window", "wait_ready", "watch_url"]

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from readiness_client.sockets import OnRedisLost, OpenSockets, platform_drain_window
-from readiness_client.watcher import DEFAULT_URL, ReadinessWatcher
+from readiness_client.watcher import ReadinessWatcher
 
 GATE = web.AppKey("readiness_client_gate", OpenSockets)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -36,14 +36,16 @@ def refusal(gate: OpenSockets) -> web.Response:
                         headers={"Retry-After": str(gate.retry_after)})
 
 
-def setup(app: web.Application, watcher: ReadinessWatcher | None = None, *, url: str = DEFAULT_URL,
+def setup(app: web.Application, watcher: ReadinessWatcher | None = None, *, url: str | None = None,
           fail_open: bool = False, on_redis_lost: OnRedisLost | str = OnRedisLost.KEEP, lost_window: float = 5.0,
           drain_window: float | None = None) -> OpenSockets:
     """Gate ``app``'s WebSocket upgrades on the agent's verdict; returns the gate (also ``app[GATE]``).
 
+    ``url``: the agent's ``/watch`` (default: ``READINESS_CLIENT_WATCH_URL``, else ``http://127.0.0.1:9181/watch``).
     ``fail_open``: accept upgrades while the agent cannot be reached (default: refuse). ``on_redis_lost``: keep
     open sockets when the verdict turns not ready, or ``close`` them with 1013 within ``lost_window`` seconds.
-    ``drain_window``: seconds over which the 1012 closes are spread (default: per platform).
+    ``drain_window``: seconds over which the 1012 closes are spread (default: ``READINESS_CLIENT_DRAIN_WINDOW``,
+    else per platform: :func:`readiness_client.platform_drain_window`).
     """
     watcher = watcher or ReadinessWatcher(url, fail_open=fail_open)
     gate = OpenSockets(watcher, on_redis_lost=OnRedisLost(on_redis_lost), lost_window=lost_window,

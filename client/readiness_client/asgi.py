@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from readiness_client.sockets import OnRedisLost, OpenSockets, drain_on_sigterm, platform_drain_window
-from readiness_client.watcher import DEFAULT_URL, ReadinessWatcher
+from readiness_client.watcher import ReadinessWatcher
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,7 +78,7 @@ class ReadinessMiddleware:
     """Wraps an ASGI app. Keyword arguments as :func:`readiness_client.aiohttp_gate.setup`, plus
     ``drain_on_sigterm`` (default True: take SIGTERM at start-up, see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, watcher: ReadinessWatcher | None = None, *, url: str = DEFAULT_URL,
+    def __init__(self, app: ASGIApp, watcher: ReadinessWatcher | None = None, *, url: str | None = None,
                  fail_open: bool = False, on_redis_lost: OnRedisLost | str = OnRedisLost.KEEP,
                  lost_window: float = 5.0, drain_window: float | None = None, drain_on_sigterm: bool = True) -> None:
         self.app = app

@@ -7,7 +7,8 @@ Again Later): browsers and WebSocket libraries treat both as "reconnect", and ne
 
 Default windows fit each platform's stop sequence (README, "Shutdown order"): on GKE the app gets SIGTERM after
 its ``preStop`` sleep and has ~20 s before the agent's turn, so 15 s; on Cloud Run SIGKILL follows SIGTERM by
-10 s, so 7 s; elsewhere 2 s.
+10 s, so 7 s; elsewhere 2 s. ``READINESS_CLIENT_DRAIN_WINDOW`` (seconds) overrides them, so that a pod spec can
+state the window its ``terminationGracePeriodSeconds`` was sized for.
 """
 
 from __future__ import annotations
@@ -38,9 +39,21 @@ class OnRedisLost(enum.StrEnum):
     CLOSE = "close"  # close each with 1013 at a random moment within ``lost_window``, unless ready again first
 
 
+DRAIN_WINDOW_ENV = "READINESS_CLIENT_DRAIN_WINDOW"
+
+
 def platform_drain_window(environ: Mapping[str, str] | None = None) -> float:
-    """The default drain window for where the app runs: Cloud Run 7 s, Kubernetes (GKE) 15 s, else 2 s."""
+    """The default drain window: ``READINESS_CLIENT_DRAIN_WINDOW`` if set, else for where the app runs: Cloud Run
+    7 s, Kubernetes (GKE) 15 s, else 2 s."""
     env = os.environ if environ is None else environ
+    if raw := env.get(DRAIN_WINDOW_ENV, "").strip():
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= 3600:  # also refuses nan and inf
+            raise ValueError(f"invalid {DRAIN_WINDOW_ENV} {raw!r}: must be seconds from 0 to 3600, e.g. 15")
+        return seconds
     if env.get("K_SERVICE") or env.get("K_REVISION"):
         return 7.0  # Cloud Run: SIGKILL 10 s after SIGTERM
     if env.get("KUBERNETES_SERVICE_HOST"):

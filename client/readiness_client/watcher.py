@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from readiness_client._sse import Event, StreamRefused, events, open_stream
 
 DEFAULT_URL = "http://127.0.0.1:9181/watch"  # the agent's --watch-port default, on IPv4 loopback
+WATCH_URL_ENV = "READINESS_CLIENT_WATCH_URL"  # set by the pod spec when the agent's watch port is not the default
 log = logging.getLogger("readiness_client")
+
+
+def watch_url(environ: Mapping[str, str] | None = None) -> str:
+    """The agent's watch URL when the app names none: ``READINESS_CLIENT_WATCH_URL``, else :data:`DEFAULT_URL`."""
+    env = os.environ if environ is None else environ
+    url = env.get(WATCH_URL_ENV, "").strip()
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"invalid {WATCH_URL_ENV} {url!r}: must be an http:// URL such as {DEFAULT_URL}")
+    return url or DEFAULT_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +63,10 @@ class Verdict:
 class ReadinessWatcher:
     """The agent's verdict, kept current by a background task (``start``/``stop``, or ``async with``)."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, fail_open: bool = False, stale_after: float = 15.0,
+    def __init__(self, url: str | None = None, *, fail_open: bool = False, stale_after: float = 15.0,
                  connect_timeout: float = 1.0, backoff_initial: float = 0.2, backoff_max: float = 5.0,
                  jitter: float = 0.2, rng: random.Random | None = None) -> None:
-        self.url = url
+        self.url = url or watch_url()  # None: READINESS_CLIENT_WATCH_URL, else the default port on loopback
         self.fail_open = fail_open
         self.stale_after = stale_after
         self.connect_timeout = connect_timeout
@@ -177,7 +188,7 @@ class ReadinessWatcher:
             writer.close()
 
 
-async def wait_ready(timeout: float | None = None, url: str = DEFAULT_URL) -> bool:
+async def wait_ready(timeout: float | None = None, url: str | None = None) -> bool:
     """Block until the agent at ``url`` says ready (True), or ``timeout`` seconds pass (False)."""
     async with ReadinessWatcher(url) as watcher:
         return await watcher.wait_ready(timeout)
