@@ -115,7 +115,7 @@ class TestHostileServer:
         assert results[2].reason is Reason.PROTOCOL and "within one second" in results[2].detail
 
     async def test_a_gigabyte_reply_leaves_memory_bounded(self, tmp_path: Path) -> None:
-        """`readiness-agent check` against a 1 GB INFO reply fails with protocol and peaks under 120 MiB RSS."""
+        """`readiness-agent check` against a 1 GB INFO reply fails with protocol and peaks far below the reply's size."""
         out_path = tmp_path / "out"
         async with HostileRedis("INFO", "huge", size=1024 * MIB) as server:
             argv = [sys.executable, "-m", "agent", "check", "--redis-url", server.url, "--platform", "local",
@@ -125,7 +125,9 @@ class TestHostileServer:
         assert code == 1, text
         assert "failed: protocol" in text
         peak_mib = usage.ru_maxrss / 1024  # this child's own peak (os.wait4), KiB on Linux
-        assert peak_mib < 120, f"peak RSS {peak_mib:.0f} MiB"
+        # Bounded, not small: alone it peaks at ~36 MiB, under a loaded machine it has reached 143 MiB (twice,
+        # in full runs beside other test sessions); a reader that held the reply would pass 1,024 MiB.
+        assert peak_mib < 256, f"peak RSS {peak_mib:.0f} MiB"
 
 
 def _run_measured(argv: list[str], out_path: Path) -> tuple[int, os.struct_rusage]:

@@ -157,7 +157,7 @@ class TestGateConfig:
 class TestKubeImport:
     def test_importing_the_gate_does_not_import_kubernetes(self) -> None:
         """agent.gate.sync and gate_config leave the kubernetes client unimported (the gate-off footprint)."""
-        code = ("import sys, agent.kube as k; k.gate_config({'POD_NAME': 'a', 'POD_NAMESPACE': 'b'}, "
+        code = ("import sys, agent.gate.sync as k; k.gate_config({'POD_NAME': 'a', 'POD_NAMESPACE': 'b'}, "
                 f"{CTYPE!r}, None); print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
         assert out.stdout.strip() == "[]"
