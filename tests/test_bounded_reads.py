@@ -115,7 +115,7 @@ class TestHostileServer:
         assert results[2].reason is Reason.PROTOCOL and "within one second" in results[2].detail
 
     async def test_a_gigabyte_reply_leaves_memory_bounded(self, tmp_path: Path) -> None:
-        """`readiness-agent check` against a 1 GB INFO reply fails with protocol and peaks far below the reply's size."""
+        """`readiness-agent check` against a 1 GB INFO reply fails with protocol, its RSS far below the reply."""
         out_path = tmp_path / "out"
         async with HostileRedis("INFO", "huge", size=1024 * MIB) as server:
             argv = [sys.executable, "-m", "agent", "check", "--redis-url", server.url, "--platform", "local",
