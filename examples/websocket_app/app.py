@@ -40,6 +40,10 @@ READY = "ready"  # first frame a client gets: its session is stored and its chan
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 REDIS_URL: web.AppKey[str] = web.AppKey("redis_url", str)
 NAME: web.AppKey[str] = web.AppKey("name", str)
+# What the race reads back from the app (same clock as the clients: time.monotonic()): when each user's handshake
+# was let through (the gate's decision, same loop turn), and when the app's watcher learned each verdict.
+ACCEPTED: web.AppKey[dict[str, float]] = web.AppKey("accepted", dict)
+VERDICTS: web.AppKey[list[tuple[float, bool]]] = web.AppKey("verdicts", list)
 
 # What "Redis is unusable" looks like from the app: every redis-py error, and OS errors underneath it.
 RedisFailure = (rx.RedisError, OSError)
@@ -77,9 +81,11 @@ async def _relay(pubsub: PubSub, ws: web.WebSocketResponse, failed: asyncio.Even
 
 async def session(request: web.Request) -> web.WebSocketResponse:
     """One user's WebSocket: store the session, subscribe, echo through Redis until either side ends."""
+    user = request.query.get("user", "anonymous")
+    # Before the first await: the gate (mode d) decided in this same loop turn, so this is its decision's instant.
+    request.app[ACCEPTED][user] = time.monotonic()
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    user = request.query.get("user", "anonymous")
     channel = f"echo:{user}"
     client = request.app[REDIS]
     pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -130,6 +136,8 @@ def make_app(redis_url: str, name: str = "backend", watch_url: str | None = None
     app = web.Application()
     app[REDIS_URL] = redis_url
     app[NAME] = name
+    app[ACCEPTED] = {}
+    app[VERDICTS] = []
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = redis_client(redis_url)
@@ -142,7 +150,8 @@ def make_app(redis_url: str, name: str = "backend", watch_url: str | None = None
     if watch_url is not None:
         from readiness_client import aiohttp_gate
 
-        aiohttp_gate.setup(app, url=watch_url, drain_window=drain_window)
+        gate = aiohttp_gate.setup(app, url=watch_url, drain_window=drain_window)
+        gate.watcher.add_listener(lambda verdict: app[VERDICTS].append((time.monotonic(), verdict.ready)))
     return app
 
 
@@ -161,6 +170,16 @@ class Backend:
     @property
     def healthz_url(self) -> str:
         return f"http://{self.host}:{self.port}/healthz"
+
+    @property
+    def accepted(self) -> dict[str, float]:
+        """user → when its handshake was let through (``time.monotonic()``)."""
+        return self.runner.app[ACCEPTED]
+
+    @property
+    def verdicts(self) -> list[tuple[float, bool]]:
+        """(``time.monotonic()``, ready) each time the app's watcher learned a new verdict (mode d; else empty)."""
+        return self.runner.app[VERDICTS]
 
     async def stop(self) -> None:
         """Close every WebSocket (1001 going away) and the Redis client."""

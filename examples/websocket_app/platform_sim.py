@@ -190,6 +190,7 @@ class Outcome:
     ended: float = 0.0
     result: str = "error"  # served | 1011 | refused (handshake answered 503 by the app) | error | gave_up
     detail: str = ""
+    accepted: float | None = None  # when the backend let the handshake through (its record; the race fills it)
 
     @property
     def gated(self) -> float:

@@ -16,7 +16,10 @@ from agent.config.settings import DEFAULT_TIMING
 from agent.core.verdict import Timing
 from examples.websocket_app.platform_sim import Outcome, ProbeSpec
 
-STARTUP, STEADY, DETECTION, RECOVERY = "start-up/LOADING", "steady", "kill: inside detection time", "kill: recovery"
+STARTUP, STEADY = "start-up/LOADING", "steady"
+# A 1011 after a kill is *inside* when its handshake was let through before the agent could know of the kill (no
+# readiness can refuse it), *outside* when after: what readiness is for. See RunResult.knew.
+DETECTION, RECOVERY = "kill: handshake before the agent could know", "kill: handshake after it"
 PHASES = (STARTUP, STEADY, DETECTION, RECOVERY)
 # kubelet's minimum period is 1 s; a faster prober keeps the demo short without changing what it shows.
 FAST_PROBE = ProbeSpec(period=0.2, timeout=0.5, failure_threshold=2, success_threshold=1)
@@ -31,7 +34,9 @@ class Scenario:
 
     loading: float = 2.5  # -LOADING at start-up, and again after the restart
     steady: float = 1.5  # traffic with a ready backend (and the held clients served) before the kill
-    down: float = 0.5  # SIGKILL → restart, as a supervisor would take
+    # SIGKILL → restart, as a supervisor would take. make demo-race: 5 s, so that Redis stays unusable well past
+    # the detection time (restart + LOADING), and a 1011 outside it is possible in every mode.
+    down: float = 0.5
     recovery: float = 1.0  # traffic after the backend is routed to again and the held clients are served
     spacing: float = 0.04  # a new client every 40 ms
     messages: int = 3
@@ -74,7 +79,8 @@ class Marks:
 @dataclass
 class RunResult:
     """One run: its mode, the Redis timeline, every client's outcome, the prober's and the router's changes of
-    mind, and (mode c) the gate condition as the API server held it."""
+    mind, (mode c) the gate condition as the API server held it, and (mode d) each verdict the app's watcher
+    learned: (when, ready)."""
 
     mode: str
     scenario: Scenario
@@ -83,19 +89,40 @@ class RunResult:
     prober: list[tuple[float, bool]]
     routable: list[tuple[float, bool]] = field(default_factory=list)
     gate: list[tuple[float, bool]] = field(default_factory=list)
+    app_verdicts: list[tuple[float, bool]] = field(default_factory=list)
 
-    def phase(self, at: float) -> str:
-        if at < self.marks.usable:
+    def knew(self, kill: float) -> float:
+        """When the agent could know of ``kill``: at the latest its detection time after it (docs/design.md's
+        bound + slack); in mode (d) the instant the app's watcher learned "not ready", if that came first (it
+        does, by milliseconds): from then on the app refuses every handshake, whatever the router sends."""
+        learned = next((at for at, ready in self.app_verdicts if at >= kill and not ready), math.inf)
+        return min(kill + self.scenario.detection_time, learned)
+
+    @staticmethod
+    def handshake(o: Outcome) -> float:
+        """When the backend let ``o``'s handshake through (its own record; else when the router sent it)."""
+        return o.accepted if o.accepted is not None else o.routed if o.routed is not None else o.ended
+
+    def kill_before(self, o: Outcome) -> float | None:
+        """The last kill before ``o`` ended (None: it ended before any)."""
+        return max((k for k in self.marks.kills if k <= o.ended), default=None)
+
+    def phase(self, o: Outcome) -> str:
+        """Start-up, steady, or after a kill: inside (handshake before the agent could know) or outside."""
+        if o.ended < self.marks.usable:
             return STARTUP
-        kill = max((k for k in self.marks.kills if k <= at), default=None)
+        kill = self.kill_before(o)
         if kill is None:
             return STEADY
-        return DETECTION if at <= kill + self.scenario.detection_time else RECOVERY
+        return DETECTION if self.handshake(o) < self.knew(kill) else RECOVERY
 
     def per_kill(self) -> list[int]:
-        """1011s inside the detection time after each kill."""
-        dt = self.scenario.detection_time
-        return [sum(k <= o.ended <= k + dt for o in self.closed_1011) for k in self.marks.kills]
+        """1011s after each kill (until the next), inside and outside."""
+        return [sum(self.kill_before(o) == k for o in self.closed_1011) for k in self.marks.kills]
+
+    def known_after(self) -> list[float]:
+        """Seconds from each kill to :meth:`knew` (mode d: measured; else the detection time)."""
+        return [self.knew(k) - k for k in self.marks.kills]
 
     def out_of_rotation(self) -> list[float | None]:
         """Seconds from each kill until the router stopped sending new clients (None: it never did)."""
@@ -120,7 +147,7 @@ class RunResult:
         return [o for o in self.outcomes if o.result == "1011"]
 
     def by_phase(self) -> dict[str, int]:
-        counts = Counter(self.phase(o.ended) for o in self.closed_1011)
+        counts = Counter(self.phase(o) for o in self.closed_1011)
         return {p: counts[p] for p in PHASES}
 
     def by_cause(self) -> dict[str, int]:
@@ -143,6 +170,7 @@ class RunResult:
             "connections_per_s": round(1 / self.scenario.spacing, 1), "propagation": self.scenario.propagation,
             "closed_1011": len(self.closed_1011), "by_phase": self.by_phase(),
             "per_kill_1011": self.per_kill(),
+            "known_after_ms": [round(s * 1000, 1) for s in self.known_after()],
             "out_of_rotation_ms": [None if s is None else round(s * 1000, 1) for s in self.out_of_rotation()],
             "routed_while_gate_false": len(self.routed_while_gate_false()),
             "by_cause": self.by_cause(), "refused_handshakes": self.count("refused"), "errors": self.count("error"),
@@ -153,6 +181,7 @@ class RunResult:
             "prober_ready": [(round(at - t0, 4), ready) for at, ready in self.prober],
             "routable": [(round(at - t0, 4), ready) for at, ready in self.routable],
             "gate_condition": [(round(at - t0, 4), ready) for at, ready in self.gate],
+            "app_verdicts": [(round(at - t0, 4), ready) for at, ready in self.app_verdicts],
         }
 
 
