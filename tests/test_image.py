@@ -245,19 +245,21 @@ def copy_own_python(workdir: Path) -> str | None:
     return str(workdir / "bin" / version)
 
 
+def python_candidates(workdir: Path) -> Iterator[str]:
+    """Ours, the system's, and last (only if all those fail: it costs a copy) a copy of ours."""
+    yield from filter(None, [sys.executable, shutil.which("python3.11"), "/usr/local/bin/python3", "/usr/bin/python3"])
+    if copy := copy_own_python(workdir):
+        yield copy
+
+
 def link_image_user_python(workdir: Path) -> None:
     """Put a Python with pip that the image's uid can run and that pyproject's requires-python admits on its
     PATH as `python` (ours when it may, else the system's, else a copy of ours), probing each candidate exactly
     as the RUN command will call it."""
     link = workdir / "bin" / "python"
     requires = SpecifierSet(PYPROJECT["project"]["requires-python"])
-    candidates = [sys.executable, shutil.which("python3.11"), "/usr/local/bin/python3", "/usr/bin/python3"]
     tried = []
-    for candidate in [*candidates, "our interpreter, copied"]:
-        if candidate == "our interpreter, copied" and not (candidate := copy_own_python(workdir) or ""):
-            break
-        if not candidate:
-            continue
+    for candidate in python_candidates(workdir):
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.realpath(candidate))
         probe = subprocess.run(
