@@ -23,7 +23,7 @@ Design choices, each from a real failure mode (docs/design.md):
   the check keeps to what it may run (``PING`` and ``ROLE``; ``INFO replication`` instead of ``ROLE``; at
   worst ``PING`` alone) and says so in one warning;
 * Sentinel and Cluster (topology.py): the connection goes to the master the sentinels name, is dropped
-  and the master looked up again after any failure, and a ``+switch-master`` is an observation at once; a
+  and the master looked up again after any failure, and a ``+switch-master`` asks the check again at once; a
   cluster node (INFO ``cluster_enabled:1``) also answers ``CLUSTER INFO`` each check, and ``cluster_state``
   decides;
 * a new client's view (``fresh_connection_interval``, 30 s): after a passing round trip on a connection

@@ -1,10 +1,11 @@
-"""The watch on the held connection: its loss (EOF, RST, a protocol error) is an observation at that instant.
+"""The watch on the held connection: its loss (EOF, RST, a protocol error) is seen at that instant.
 
 There is no second connection any more: the check's own connection stays open between checks and its reader
 task always has a read pending, so a killed Redis is seen within a millisecond (connection.py). This module
-only tells the scheduler when the connection the last successful check used was ended *by the server*; a
+only tells the agent's loop when the connection the last successful check used was ended *by the server*; a
 connection the check closed itself (after a failure, or to re-authenticate) is not a loss, and a replacement
-opened by a later check is followed.
+opened by a later check is followed. A loss records nothing: it asks the check again at once, on a fresh
+connection, and that answer is the observation (docs/design.md, "Evidence").
 """
 
 from __future__ import annotations
