@@ -1,8 +1,8 @@
 """Labelled ``Counter`` and ``Histogram`` series read straight from their children, for agent/server/exposition.py.
 
 Why: at 100 checks the per-check families hold about 3,300 series, and prometheus_client's ``collect()``
-builds two ``Sample`` tuples and a label dict per series before anything is written: that alone cost about
-10 ms of a 14 ms render, most of the scrape budget (docs/benchmarks.md). Reading each child's value under its
+builds two ``Sample`` tuples and a label dict per series before anything is written: most of a render's
+cost (docs/benchmarks.md, "Expensive endpoints vs the probes"). Reading each child's value under its
 own lock, as ``collect()`` does, and pairing it with a prefix formatted once skips all of that.
 
 This reads prometheus_client's internals (``_metrics``, ``_lock``, ``_labelnames``, a child's ``_value``,

@@ -1,8 +1,8 @@
 """The ``/metrics`` and ``/status`` bodies: rendered in one worker thread, shared, reused for a short time.
 
 Why: anyone on the pod network reaches the HTTP port, and a render costs the event loop, which also answers
-``/readyz``: 32 connections asking for ``/metrics`` back to back held ``/readyz`` at 146 ms (median) and a
-Redis kill took 345 ms to show (docs/benchmarks.md). So (docs/design.md, "Scrape caching"):
+``/readyz``: a flood of ``/metrics`` requests delayed ``/readyz`` and the 503 after a Redis kill by tens to
+hundreds of milliseconds (docs/benchmarks.md). So (docs/design.md, "Scrape caching"):
 
 * a render runs in one dedicated worker thread, never on the loop (nor in the default executor, which other
   work shares); the loop only gathers what must be read there (task count, transitions, the gate's status);
