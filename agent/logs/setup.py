@@ -16,8 +16,8 @@ collector costs dropped records (least important first, never a verdict transiti
 
 **JSON** goes through google-cloud-logging's ``StructuredLogHandler`` format (one object per line with
 ``severity``, ``message`` and ``logging.googleapis.com/labels``); the library is heavy to import
-(docs/benchmarks.md), so it is imported only when JSON is chosen. Out of the box it writes fields that carry nothing for a
-sidecar: a first line that is the library's own diagnostic entry (no ``message``), empty
+(docs/benchmarks.md), so it is imported only when JSON is chosen. Out of the box it writes fields that carry
+nothing for a sidecar: a first line that is the library's own diagnostic entry (no ``message``), empty
 ``trace``/``spanId``, ``trace_sampled: false``, ``httpRequest: {}``, a ``python_logger`` label, and a
 ``sourceLocation`` with an absolute path. :class:`_CompactJson` skips the diagnostic entry and drops those
 fields, and shows the source location relative to the package (``agent/logs/verdict_log.py``).
