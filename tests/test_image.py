@@ -291,28 +291,30 @@ def installed(stages: list[Stage]) -> Iterator[Installed]:
     path moved into the temp dir), as uid 65532. The temp dir sits directly in the system temp dir, which the
     image's uid can traverse (pytest's own tmp_path parents are private to us)."""
     workdir = Path(tempfile.mkdtemp(prefix="readiness-agent-image-"))
-    workdir.chmod(0o755)
-    (workdir / "bin").mkdir()
-    (workdir / "tmp").mkdir()
-    src = workdir / stages[0].args("WORKDIR")[0].lstrip("/")
-    src.mkdir(parents=True)
-    for args in stages[0].args("COPY"):
-        *sources, dest = args.split()
-        for source in sources:
-            target = src / dest / (Path(source).name if dest.endswith("/") else "")
-            if (ROOT / source).is_dir():
-                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
-            else:
-                shutil.copy(ROOT / source, target)
-    chown_tree(workdir)
-    link_image_user_python(workdir)
-    venv = workdir / "opt" / "venv"
-    [run] = stages[0].args("RUN")
-    command = run.replace(VENV, str(venv))
-    result = subprocess.run(as_image_user(["bash", "-ec", command]), capture_output=True, text=True,
-                            env=user_env(workdir), cwd=src, timeout=INSTALL_TIMEOUT, check=False)
-    yield Installed(venv, workdir, result)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        workdir.chmod(0o755)
+        (workdir / "bin").mkdir()
+        (workdir / "tmp").mkdir()
+        src = workdir / stages[0].args("WORKDIR")[0].lstrip("/")
+        src.mkdir(parents=True)
+        for args in stages[0].args("COPY"):
+            *sources, dest = args.split()
+            for source in sources:
+                target = src / dest / (Path(source).name if dest.endswith("/") else "")
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+                else:
+                    shutil.copy(ROOT / source, target)
+        chown_tree(workdir)
+        link_image_user_python(workdir)
+        venv = workdir / "opt" / "venv"
+        [run] = stages[0].args("RUN")
+        command = run.replace(VENV, str(venv))
+        result = subprocess.run(as_image_user(["bash", "-ec", command]), capture_output=True, text=True,
+                                env=user_env(workdir), cwd=src, timeout=INSTALL_TIMEOUT, check=False)
+        yield Installed(venv, workdir, result)
+    finally:  # also when no Python qualifies or the install times out
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.slow
