@@ -6,7 +6,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 QUICK ?=
 
-.PHONY: help venv tools run test test-fast lint lock bench demo-race soak mutation clean
+.PHONY: help venv tools run test test-fast lint lock docs bench demo-race soak mutation clean
 
 help:
 	@echo "make run        set up, then run the agent against a local Redis ($(REDIS_URL) or a throwaway one)"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo-race  the WebSocket 1011 race (modes a-d at five load-balancer delays) and a rolling deploy"
 	@echo "make mutation   mutation testing of the verdict and value parsing (not part of CI)"
 	@echo "make lock       regenerate requirements.lock (the image's pinned, hashed dependencies; LOCK_ARGS=--upgrade)"
+	@echo "make docs       regenerate docs/settings.md from agent/config/settings.py and the check kinds"
 
 # Two venv stamps: `run` needs only the agent; tests, lint and the bench need the test extra too.
 $(VENV)/.installed-run: pyproject.toml
@@ -63,6 +64,10 @@ lock: $(VENV)/.installed-run
 	$(BIN)/pip install --quiet 'pip-tools>=7.5'
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
 	    --extra kube --build-deps-for wheel --output-file requirements.lock $(LOCK_ARGS) pyproject.toml
+
+# The settings reference (tests/test_docs.py fails when the checked-in page differs from what this writes).
+docs: $(VENV)/.installed-run
+	$(BIN)/python scripts/gen_reference.py
 
 # The bench installs its own tools (scripts/install-tools.sh bench) and marks a part MISS when one is missing.
 bench: venv
