@@ -5,7 +5,7 @@ Why spread: a pod's sockets closed all at once reconnect all at once, a storm on
 at random moments over the window, the reconnects arrive spread over it. Why 1012 (Service Restart) and 1013 (Try
 Again Later): browsers and WebSocket libraries treat both as "reconnect", and neither is an abnormal 1006.
 
-Default windows fit each platform's stop sequence (README, "Shutdown order"): on GKE the app gets SIGTERM after
+Default windows fit each platform's stop sequence (docs/gke.md, "Shutdown order"): on GKE the app gets SIGTERM after
 its ``preStop`` sleep and has ~20 s before the agent's turn, so 15 s; on Cloud Run SIGKILL follows SIGTERM by
 10 s, so 7 s; elsewhere 2 s. ``READINESS_CLIENT_DRAIN_WINDOW`` (seconds) overrides them, so that a pod spec can
 state the window its ``terminationGracePeriodSeconds`` was sized for.

@@ -191,7 +191,7 @@ checksum/readiness-agent-config: {{ toYaml (.Values.agent.config | default dict)
 
 {{/*
 The app container as given, plus default probes (app.probes) where it has none, and a preStop hook when it has
-none (README "Shutdown order"): the pod is removed
+none (docs/gke.md "Shutdown order"): the pod is removed
 from the Service's endpoints and the load balancer's NEG at the same moment the kubelet starts the hook, so the
 app keeps serving while that removal propagates and gets SIGTERM only afterwards.
 */}}
