@@ -36,8 +36,9 @@ from tests.test_helm import HEADROOM, measured_peaks, mebibytes  # the chart's s
 
 SERVICE = DEPLOY / "cloudrun" / "service.yaml"
 CLOUD_RUN_README = DEPLOY / "cloudrun" / "README.md"
-STARTUP_PROBE_MAX_SECONDS = 240  # failureThreshold × periodSeconds and initialDelaySeconds (README.md)
-DETECTION_BOUND = 3.42  # seconds, the agent's default (README "Detection bound"); far less for a killed Redis
+STARTUP_PROBE_MAX_SECONDS = 240  # failureThreshold × periodSeconds and initialDelaySeconds (cloudrun/README.md)
+# seconds, the agent's default (docs/checks.md "How the verdict works"); far less for a killed Redis
+DETECTION_BOUND = 3.42
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 

@@ -526,8 +526,8 @@ class TestDeployDirectory:
             assert loaded, path
 
     def test_no_manifest_enables_the_readiness_gate(self) -> None:
-        """No file under deploy/ turns the gate on: they must work without rbac.yaml applied (README "Readiness
-        gates" says how to turn it on)."""
+        """No file under deploy/ turns the gate on: they must work without rbac.yaml applied (docs/readiness-gates.md
+        says how to turn it on)."""
         for path in sorted(set(DEPLOY.rglob("*.yaml")) - {GATE_PATCH}):
             for doc in load_docs(path.read_text()):
                 assert not re.search(r"READINESS_AGENT_KUBE_READINESS_GATE.{0,40}\btrue\b", json.dumps(doc)), path

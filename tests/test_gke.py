@@ -30,11 +30,11 @@ from tests.test_helm import DEFAULT_CONDITION, GOOGLE_HEALTH_CHECK_RANGES, asser
 
 GKE = DEPLOY / "gke"
 AGENT_PORT = 9180
-# Detection bound of the agent's defaults (README "How the verdict works"): 1 x 1.2 + 3 x (0.5 + 0.2 x 1.2).
+# Detection bound of the agent's defaults (docs/checks.md "How the verdict works"): 1 x 1.2 + 3 x (0.5 + 0.2 x 1.2).
 DETECTION_BOUND_SECONDS = 3.42
 WEBSOCKET_BACKEND_TIMEOUT = 3600
-# The load balancer's detection delay (interval x unhealthy threshold + timeout): README "Load balancing WebSockets
-# on GKE" states it, and the race demo uses it as its load-balancer delay.
+# The load balancer's detection delay (interval x unhealthy threshold + timeout): docs/gke.md "Load balancing
+# WebSockets" states it, and the race demo uses it as its load-balancer delay.
 LB_DETECTION_SECONDS = 3
 # Strategic-merge keys of the pod-spec lists the gate patch touches (k8s.io/api core/v1 patchMergeKey tags).
 MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
@@ -173,7 +173,7 @@ class TestShutdownAndProbes:
 
     def test_app_uses_readiness_client(self, deployment: dict[str, Any]) -> None:
         """The app container follows the agent's GET /watch and drains with the client's GKE window, which the
-        termination budget holds (README "In your app")."""
+        termination budget holds (docs/app-client.md)."""
         spec = pod_spec(deployment)
         [app] = spec["containers"]
         assert_app_uses_the_client(spec, app)

@@ -55,7 +55,7 @@ GATE_GRANTS = {("", "pods/status", "get"), ("", "pods/status", "patch"), ("", "e
                ("", "events", "patch")}
 GOOGLE_HEALTH_CHECK_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
 # The budget the chart's comments give the app to close its WebSockets after SIGTERM, and the agent's default
-# drain_seconds (README "Configuration"): terminationGracePeriodSeconds must hold preStop + both.
+# drain_seconds (README "The settings people change"): terminationGracePeriodSeconds must hold preStop + both.
 APP_CLOSE_OUT_SECONDS = 20
 AGENT_DRAIN_SECONDS = 5
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
@@ -107,9 +107,10 @@ def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def assert_app_uses_the_client(spec: dict[str, Any], app: dict[str, Any]) -> None:
-    """The app container is configured for readiness_client (README "In your app"): the agent's GET /watch on
-    loopback at the port the agent serves it, and the client's own Kubernetes drain window, which the app's
-    close-out budget holds, inside a grace period that holds preStop + that close-out + the agent's drain."""
+    """The app container is configured for readiness_client (README "In your app", docs/app-client.md): the
+    agent's GET /watch on loopback at the port the agent serves it, and the client's own Kubernetes drain window,
+    which the app's close-out budget holds, inside a grace period that holds preStop + that close-out + the
+    agent's drain."""
     agent = agent_sidecar(spec)
     port = env_value(agent, "READINESS_AGENT_WATCH_PORT") or DEFAULTS.watch_port
     assert env_value(app, "READINESS_CLIENT_WATCH_URL") == f"http://127.0.0.1:{port}/watch"

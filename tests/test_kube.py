@@ -51,7 +51,8 @@ NS, POD, CTYPE = "shop", "web-0", "readiness-agent.io/dependencies-ready"
 NEG = {"type": "cloud.google.com/load-balancer-neg-ready", "status": "True", "reason": "LoadBalancerNegReady",
        "lastTransitionTime": "2026-01-01T00:00:00Z"}
 TOKEN = "token-1"
-# The README's fixed set of check failure reasons (agent/ is being refactored; the words are the promise).
+# The fixed set of check failure reasons (docs/checks.md "Failure reasons"; agent/ is being refactored; the words
+# are the promise).
 CHECK_REASONS = tuple(r.value for r in Reason)  # every reason the agent can give has its own
 FAST = {"request_timeout": 1.0, "backoff_base": 0.02, "backoff_cap": 0.3}
 

@@ -3,7 +3,7 @@
 Collected: the flags of each command (from ``--help``), the environment variables and YAML keys that are
 accepted, the ``/status`` key paths, the metric family names, the endpoints' status codes, and the exit codes
 of the documented usage errors. ``tests/golden/interfaces.json`` holds the set from before the renovation;
-``test_interfaces.py`` asserts every entry of it still holds (additions are allowed and listed in the README).
+``test_interfaces.py`` asserts every entry of it still holds (additions are allowed and listed in the docs' tables).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def readme_names() -> dict[str, list[str]]:
 
 
 def _section(text: str, heading: str) -> str:
-    """The README text from ``heading`` to the next heading of the same level."""
+    """The docs' text from ``heading`` to the next heading of the same level."""
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
     return text[start:] if end < 0 else text[start:end]
