@@ -492,10 +492,10 @@ class TestHelmChart:
     def test_unknown_setting_is_refused(self, helm: tuple[str, dict[str, str]]) -> None:
         """A misspelled agent setting fails the render instead of becoming an ignored variable: in the values
         schema, and in the template when schema validation is skipped."""
-        result = helm_template(helm, "--set", "agent.config.settings.windw=1s")
+        result = helm_template(helm, "--set", "agent.settings.windw=1s")
         assert result.returncode != 0 and "Additional property windw is not allowed" in result.stderr
-        result = helm_template(helm, "--set", "agent.config.settings.windw=1s", "--skip-schema-validation")
-        assert result.returncode != 0 and "agent.config.settings.windw: unknown agent setting" in result.stderr
+        result = helm_template(helm, "--set", "agent.settings.windw=1s", "--skip-schema-validation")
+        assert result.returncode != 0 and "agent.settings.windw: unknown agent setting" in result.stderr
 
     def test_config_file_is_mounted(self, chart_all: list[dict[str, Any]]) -> None:
         """agent.config.loader becomes a ConfigMap mounted where READINESS_AGENT_CONFIG points."""
