@@ -498,7 +498,7 @@ class TestHelmChart:
         assert result.returncode != 0 and "agent.settings.windw: unknown agent setting" in result.stderr
 
     def test_config_file_is_mounted(self, chart_all: list[dict[str, Any]]) -> None:
-        """agent.config.loader becomes a ConfigMap mounted where READINESS_AGENT_CONFIG points."""
+        """agent.config becomes a ConfigMap mounted where READINESS_AGENT_CONFIG points."""
         spec = pod_spec(one(chart_all, "Deployment"))
         agent = agent_sidecar(spec)
         mount = next(m for m in agent["volumeMounts"] if m["name"] == "readiness-agent-config")
@@ -627,7 +627,7 @@ class TestAgentAcceptsManifests:
         assert view.status["settings"]["kube_readiness_gate"]["value"] is False
 
     def test_chart_has_a_value_for_every_setting(self, agents: dict[str, AgentView]) -> None:
-        """agent.config.settings in values.yaml and the schema name every setting the real agent reports, except the two
+        """agent.settings in values.yaml and the schema name every setting the real agent reports, except the two
         the chart derives (listen from agent.port, kube_readiness_gate from readinessGate.enabled)."""
         values = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["settings"]
         schema = json.loads((CHART / "values.schema.json").read_text())

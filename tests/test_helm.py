@@ -237,7 +237,7 @@ class TestReadinessGate:
         ["readinessGate.enabled=false", "rbac.create=true", "serviceAccount.create=true"],
         ["readinessGate.enabled=true", "serviceAccount.name=existing-account"],
         ["readinessGate.enabled=true", "serviceAccount.create=true", "rbac.create=false"],
-        ["readinessGate.enabled=true", "agent.config.settings.kube_condition_type=example.com/redis-ready"],
+        ["readinessGate.enabled=true", "agent.settings.kube_condition_type=example.com/redis-ready"],
         ["readinessGate.enabled=true", "workload.enabled=true", "serviceAccount.automountToken=true"],
     ], ids=lambda v: ",".join(v) or "defaults")
     def test_readiness_gates_iff_the_gate_runs_and_rbac_exists(self, helm: Helm,
