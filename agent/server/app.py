@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.core.agent import Agent
 from agent.core.snapshot import AgentSnapshot
 from agent.server.drain_token import DrainToken
 from agent.server.limits import (
@@ -30,8 +29,9 @@ from agent.server.limits import (
     install_client_error_logging,
 )
 from agent.server.scrape import REUSE_SECONDS, Scrapes
+from agent.server.view import ServedAgent
 
-AGENT = web.AppKey("agent", Agent)
+AGENT = web.AppKey("agent", ServedAgent)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SCRAPES = web.AppKey("scrapes", Scrapes)
 
@@ -149,7 +149,7 @@ def drain_handler(token: DrainToken) -> Callable[[web.Request], Any]:
     return drain
 
 
-def make_app(agent: Agent, registry: CollectorRegistry, gate: GateView | None = None, *,
+def make_app(agent: ServedAgent, registry: CollectorRegistry, gate: GateView | None = None, *,
              scrape_reuse: float = REUSE_SECONDS) -> web.Application:
     """The aiohttp application; the agent's lifetime is managed by the caller.
 

@@ -29,11 +29,11 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from agent.core.agent import Agent
 from agent.core.snapshot import AgentSnapshot
 from agent.server.exposition import Exposition
 from agent.server.render_cache import RenderCache
 from agent.server.status import status_document
+from agent.server.view import ServedAgent
 
 REUSE_SECONDS = 1.0  # why 1 s: docs/design.md, "Scrape caching"
 T = TypeVar("T")
@@ -49,7 +49,7 @@ def verdict_version(snap: AgentSnapshot) -> Hashable:
 class Scrapes:
     """Serves the two expensive bodies of one app; ``close()`` at the app's cleanup."""
 
-    def __init__(self, agent: Agent, registry: CollectorRegistry,
+    def __init__(self, agent: ServedAgent, registry: CollectorRegistry,
                  gate: Callable[[], dict[str, object]] | None = None, *, max_age: float = REUSE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.agent = agent
