@@ -282,7 +282,9 @@ FAULTS = [
     Fault("DEBUG SLEEP", blocking(_sleep), blocking(_wake), ("timeout",), hold=0.0, slow=True),
     Fault("MISCONF", blocking(lambda r: r.redis.break_persistence()),
           blocking(lambda r: r.redis.repair_persistence()), ("readonly",)),
-    Fault("maxclients reached", _exhaust, blocking(lambda r: r.redis.release_clients()), ("refused",),
+    # maxclients when the new connection reads Redis's -ERR before the close; refused when the proxy's reset
+    # of the old links is what the check sees first, or an RST discards the unread reply.
+    Fault("maxclients reached", _exhaust, blocking(lambda r: r.redis.release_clients()), ("maxclients", "refused"),
           slow=True),
     Fault("requirepass mismatch", blocking(_password_mismatch), blocking(_password_fixed), ("auth",)),
 ]
