@@ -13,9 +13,10 @@ from typing import Any
 
 from agent.checks.config import CheckConfig
 from agent.checks.http_config import HttpCheckConfig
+from agent.checks.redis.cluster import SLOTS_GAUGE
 from agent.checks.redis.config import RedisCheckConfig
 from agent.checks.tcp import TcpCheckConfig
-from agent.core.model import Check
+from agent.core.model import Check, GaugeFamily
 
 Clock = Callable[[], float]
 
@@ -26,6 +27,7 @@ class Kind:
 
     config: type[CheckConfig]
     check: Callable[[], Callable[[Any, float, Clock], Check]]
+    gauges: tuple[GaugeFamily, ...] = ()  # what the kind adds to /metrics (its results' Facts fill them)
 
 
 def _redis() -> Callable[[Any, float, Clock], Check]:
@@ -47,11 +49,17 @@ def _tcp() -> Callable[[Any, float, Clock], Check]:
 
 
 KINDS: dict[str, Kind] = {
-    "redis": Kind(RedisCheckConfig, _redis),
+    "redis": Kind(RedisCheckConfig, _redis, (
+        GaugeFamily("redis", "redis_up", "1 when the last Redis check passed.", up=True), SLOTS_GAUGE)),
     "tcp": Kind(TcpCheckConfig, _tcp),
     "http": Kind(HttpCheckConfig, _http),
 }
 CONFIGS: dict[str, type[CheckConfig]] = {name: kind.config for name, kind in KINDS.items()}
+
+
+def kind_gauges() -> tuple[GaugeFamily, ...]:
+    """Every kind's gauges, in the registry's order."""
+    return tuple(g for kind in KINDS.values() for g in kind.gauges)
 
 
 def build_check(config: CheckConfig, timeout: float, clock: Clock = time.monotonic) -> Check:

@@ -8,6 +8,7 @@ each value is safe as a Prometheus label and a stable word in logs and ``/readyz
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -52,13 +53,30 @@ class Reason(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class ClusterSlots:
-    """A Redis Cluster node's view of the 16384 slots (``CLUSTER INFO``), for ``/status`` and the metrics."""
+class GaugeFamily:
+    """A gauge a check kind adds to ``/metrics`` (``name`` after the agent's prefix), labelled ``check`` first.
 
-    state: str
-    ok: int
-    pfail: int
-    fail: int
+    ``up``: one series per check of the kind, 1 when its last run passed; otherwise the series come from the
+    results' :class:`Facts`. The core and the metrics know families, never a kind's meaning.
+    """
+
+    kind: str
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    up: bool = False
+
+
+class Facts(Protocol):
+    """What a check kind adds to one result for readers that do not know the kind (``/status``, metrics)."""
+
+    def status(self) -> Mapping[str, object]:
+        """Entries merged into the check's ``/status`` document."""
+        ...
+
+    def gauges(self) -> Iterable[tuple[str, tuple[str, ...], float]]:
+        """``(family name, label values after check, value)`` for the kind's :class:`GaugeFamily` list."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +85,8 @@ class CheckResult:
 
     ``conclusive`` marks a failure that leaves no doubt the dependency is gone — a *fresh* connection was
     refused or reset while connecting (nothing listens) — as opposed to a timeout, an error reply or a dropped
-    connection, which are weighed with the failure threshold (docs/design.md, "Evidence"). ``cluster`` is set
-    when the observation read ``CLUSTER INFO``.
+    connection, which are weighed with the failure threshold (docs/design.md, "Evidence"). ``facts`` carries
+    what the kind adds for readers (a Redis Cluster node's slots).
     """
 
     ok: bool
@@ -76,7 +94,7 @@ class CheckResult:
     reason: Reason | None = None
     detail: str = ""
     conclusive: bool = False
-    cluster: ClusterSlots | None = None
+    facts: Facts | None = None
 
 
 class Check(Protocol):

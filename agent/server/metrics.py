@@ -11,14 +11,15 @@ URLs, hosts or error text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.core.model import CheckResult, Reason, State
+from agent.checks import kind_gauges
+from agent.core.model import CheckResult, GaugeFamily, Reason, State
 from agent.core.snapshot import AgentSnapshot
 from agent.core.store import Change
 from agent.logs.setup import dropped_total
@@ -73,9 +74,10 @@ class Metrics:
 class StateCollector(Collector):
     """State-derived gauges, read from the snapshot at scrape time."""
 
-    def __init__(self, snapshot: Snapshot, window: float) -> None:
+    def __init__(self, snapshot: Snapshot, window: float, families: Sequence[GaugeFamily] = ()) -> None:
         self.snapshot = snapshot
         self.window = window
+        self.families = tuple(families) or kind_gauges()
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
@@ -94,25 +96,23 @@ class StateCollector(Collector):
                                 value=int(snap.deadline_exceeded))
         yield GaugeMetricFamily(PREFIX + "stability_window_seconds", "Configured stability window.",
                                 value=self.window)
-        up = GaugeMetricFamily(PREFIX + "redis_up", "1 when the last Redis check passed.", labels=["check"])
         check_up = GaugeMetricFamily(PREFIX + "check_up", "1 when the check's last run passed (every kind).",
                                      labels=["check", "kind"])
+        # The kinds' own gauges (agent.checks.KINDS: redis_up, redis_cluster_slots), in the order declared.
+        families = {f.name: (f, GaugeMetricFamily(PREFIX + f.name, f.help, labels=["check", *f.labels]))
+                    for f in self.families}
         for name, check in snap.checks.items():
             passed = int(bool(check.last and check.last.ok))
             check_up.add_metric([name, check.kind], passed)
-            if check.kind == "redis":
-                up.add_metric([name], passed)
-        yield up
+            for family, gauge in families.values():
+                if family.up and family.kind == check.kind:
+                    gauge.add_metric([name], passed)
+            facts = check.last.facts if check.last is not None else None
+            for family_name, label_values, value in facts.gauges() if facts is not None else ():
+                if family_name in families:
+                    families[family_name][1].add_metric([name, *label_values], value)
         yield check_up
-        slots = GaugeMetricFamily(PREFIX + "redis_cluster_slots",
-                                  "Redis Cluster slots by state (ok, pfail, fail) as the checked node last saw them.",
-                                  labels=["check", "state"])
-        for name, check in snap.checks.items():
-            cluster = check.last.cluster if check.last is not None else None
-            if cluster is not None:
-                for slot_state, count in (("ok", cluster.ok), ("pfail", cluster.pfail), ("fail", cluster.fail)):
-                    slots.add_metric([name, slot_state], count)
-        yield slots
+        yield from (gauge for _, gauge in families.values())
         yield CounterMetricFamily(PREFIX + "log_records_dropped", "Log records dropped because the log output did "
                                   "not accept them (least important first; agent/logs/writer.py).",
                                   value=dropped_total())

@@ -38,9 +38,7 @@ def _check(check: CheckSnapshot, now: float) -> dict[str, Any]:
         "window_remaining_seconds": check.window_remaining(now),
         "checks_run": check.checks_run,
         "monitor_connected": check.monitor_up,
-        **({} if last is None or last.cluster is None else {"cluster": {
-            "state": last.cluster.state, "slots_ok": last.cluster.ok, "slots_pfail": last.cluster.pfail,
-            "slots_fail": last.cluster.fail}}),
+        **({} if last is None or last.facts is None else last.facts.status()),
     }
 
 

@@ -168,8 +168,8 @@ class RedisCheck:
             if self.topology.sentinel and failure[0] is not Reason.MAINTENANCE:  # ask the sentinels afresh
                 await self._drop()
                 self.topology.failed()
-            return CheckResult(False, self.clock() - started, failure[0], failure[1], cluster=self.topology.slots())
-        return CheckResult(True, self.clock() - started, cluster=self.topology.slots())
+            return CheckResult(False, self.clock() - started, failure[0], failure[1], facts=self.topology.slots())
+        return CheckResult(True, self.clock() - started, facts=self.topology.slots())
 
     async def _attempt(self) -> Failure | None:
         conn = self._conn

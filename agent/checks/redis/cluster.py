@@ -12,11 +12,33 @@ Pure code: it parses reply text, it opens nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.core.model import ClusterSlots, Reason
+from agent.core.model import GaugeFamily, Reason
 
 TOTAL_SLOTS = 16384
+SLOTS_GAUGE = GaugeFamily("redis", "redis_cluster_slots",
+                          "Redis Cluster slots by state (ok, pfail, fail) as the checked node last saw them.",
+                          ("state",))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSlots:
+    """A Redis Cluster node's view of the 16384 slots: the facts a Redis check's result carries for readers."""
+
+    state: str
+    ok: int
+    pfail: int
+    fail: int
+
+    def status(self) -> Mapping[str, object]:
+        return {"cluster": {"state": self.state, "slots_ok": self.ok, "slots_pfail": self.pfail,
+                            "slots_fail": self.fail}}
+
+    def gauges(self) -> Iterable[tuple[str, tuple[str, ...], float]]:
+        return [(SLOTS_GAUGE.name, (name, ), count)
+                for name, count in (("ok", self.ok), ("pfail", self.pfail), ("fail", self.fail))]
 
 
 @dataclass(frozen=True, slots=True)

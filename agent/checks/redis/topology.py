@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 import agent.checks.redis.errors as rx
-from agent.checks.redis.cluster import ClusterInfo, cluster_enabled, judge_cluster, parse_cluster_info
+from agent.checks.redis.cluster import ClusterInfo, ClusterSlots, cluster_enabled, judge_cluster, parse_cluster_info
 from agent.checks.redis.config import RedisCheckConfig
 from agent.checks.redis.replies import unavailable
 from agent.checks.redis.sentinel import Address, SentinelResolver
 from agent.config.secretfile import SecretFile
-from agent.core.model import ClusterSlots, Reason
+from agent.core.model import Reason
 
 Failure = tuple[Reason, str]
 CLUSTER_INFO = ("CLUSTER", "INFO")
