@@ -12,7 +12,8 @@ chosen command (``bad_command``) is answered the bad way ``mode`` says:
 * ``wide``: an array of 10 million integers, really sent;
 * ``fat``: a valid reply of ``size`` bytes (``ROLE``: ``master``, 0, and one bulk of ``size`` bytes);
 * ``unasked``: the right reply, then an extra one nobody asked for;
-* ``error``: an error reply no Redis master gives (``-ERR this proxy does not support …``), as proxies do.
+* ``error``: an error reply no Redis master gives (``-ERR this proxy does not support …``), as proxies do;
+* ``simple``: a well-formed simple string that is not the answer (``+HELLO``: ``PING`` not answering ``PONG``).
 
 It counts connections and the bytes it managed to send, so tests can show the client stopped reading.
 """
@@ -126,6 +127,8 @@ class HostileRedis:
             await self._send(writer, b"*3\r\n" + bulk(b"master") + b":0\r\n" + bulk(b"z" * self.size))
         elif self.mode == "error":
             await self._send(writer, b"-ERR this proxy does not support " + name.encode() + b"\r\n")
+        elif self.mode == "simple":
+            await self._send(writer, b"+HELLO\r\n")
         elif self.mode == "unasked":
             await self._send(writer, _answer([name]) + b"+SURPRISE\r\n")
         else:

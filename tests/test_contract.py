@@ -7,8 +7,12 @@ so neither can change alone; the behaviour behind it is tested elsewhere with a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,19 +25,23 @@ from agent.checks.http_config import DEFAULT_STATUS
 from agent.checks.redis import connection, sentinel
 from agent.checks.redis.check import RedisCheck
 from agent.checks.redis.errors import ResponseError
-from agent.checks.redis.iam import TokenProvider
+from agent.checks.redis.iam import AdcFetcher, IamError, TokenProvider
 from agent.checks.redis.protocol import DEFAULT_LIMITS, MIB
 from agent.checks.redis.replies import classify
+from agent.checks.redis.sentinel import SentinelResolver
 from agent.config import platform, secretfile
 from agent.config.loader import MAX_DEPTH, MAX_FILE_BYTES, load_settings
-from agent.config.settings import BY_NAME, Platform, Settings
+from agent.config.sentinel_url import parse_sentinel_url
+from agent.config.settings import BY_NAME, DEFAULT_TIMING, Platform, Settings
 from agent.core import history
 from agent.core.agent import Agent
 from agent.core.model import CheckResult, Reason, State
+from agent.core.verdict import CheckVerdict
 from agent.logs import verdict_log, writer
 from agent.server import drain_token, limits, scrape, watch
 from agent.server.metrics import Metrics
 from agent.server.render_cache import RenderCache
+from harness.hostile_redis import HostileRedis
 from tests.support.storestub import Clock, StubCheck
 from tests.test_readme_sync import default_matches, first_table, section
 
@@ -205,3 +213,111 @@ class TestMetricsFromTheStart:
         feed(agent, clock, OK, 1.5)
         body = generate_latest(registry).decode()
         assert re.search(r"^readiness_agent_startup_seconds 1\.5$", body, re.M), body
+
+
+class TestSchedule:
+    def test_unsure_after_a_failure_while_ready_uses_retry_interval(self) -> None:
+        """"unsure (ready after a failure) → ``retry_interval``": one failure leaves a check ready, and its next
+        check comes ``retry_interval`` later, not ``interval``; the next success makes it ``interval`` again."""
+        verdict = CheckVerdict(DEFAULT_TIMING)
+        for now, ok in ((0.0, True), (0.5, True), (1.5, False)):
+            verdict.observe(ok, now, None if ok else Reason.TIMEOUT)
+        assert verdict.state is State.READY
+        assert verdict.next_delay(1.5, rng=lambda: 0.5).seconds == DEFAULT_TIMING.retry_interval
+        verdict.observe(True, 1.7, None)
+        assert verdict.next_delay(1.7, rng=lambda: 0.5).seconds == DEFAULT_TIMING.interval
+
+
+class TestIamLoggers:
+    def test_google_auths_loggers_are_turned_down_to_errors(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A token fetch sets google-auth's loggers to ERROR before google-auth runs (here it fails at once:
+        the credentials file named does not exist, so no metadata server is asked)."""
+        names = ("google.auth", "google.auth.compute_engine._metadata", "google.auth.transport")
+        before = {name: logging.getLogger(name).level for name in names}
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/readiness-agent-test.json")
+        try:
+            for name in names:
+                logging.getLogger(name).setLevel(logging.NOTSET)
+            with pytest.raises(IamError):
+                AdcFetcher()()
+            assert [logging.getLogger(name).level for name in names] == [logging.ERROR] * len(names)
+            assert not logging.getLogger("google.auth").isEnabledFor(logging.WARNING)
+        finally:
+            for name, level in before.items():
+                logging.getLogger(name).setLevel(level)
+
+
+class FakeSentinel:
+    """A sentinel that names ``master_port`` after ``delay`` seconds, or (``delay`` None) never answers."""
+
+    def __init__(self, master_port: int, delay: float | None) -> None:
+        self.master_port, self.delay = master_port, delay
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.delay is None:
+                await reader.read()  # silent until the client gives up and closes
+                return
+            await asyncio.sleep(self.delay)  # the fake's behaviour, not a test oracle
+            port = str(self.master_port).encode()
+            writer.write(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(port), port)
+                         + b"*2\r\n$5\r\nflags\r\n$6\r\nmaster\r\n")
+            await writer.drain()
+            await reader.read()
+        finally:
+            writer.close()
+
+
+async def discover(timeout: float, *sentinels: FakeSentinel) -> tuple[tuple[str, int], float]:
+    """The master the sentinels name, and the seconds discovery took."""
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(s) for s in sentinels]
+        resolver = SentinelResolver(parse_sentinel_url(f"redis+sentinel://{','.join(hosts)}/mymaster"),
+                                    lambda: None, timeout)
+        started = time.monotonic()
+        try:
+            address = await resolver.discover()
+        finally:
+            await resolver.close()
+        return address, time.monotonic() - started
+
+
+class TestSentinelHalfTimeout:
+    async def test_a_silent_sentinel_is_waited_for_half_the_timeout_then_the_answers_decide(self) -> None:
+        """One sentinel answers at once, one never does: discovery waits half the ``timeout`` for it (no less),
+        then follows the one that answered, within the ``timeout``."""
+        timeout = 0.6
+        address, took = await discover(timeout, FakeSentinel(1111, 0.0), FakeSentinel(2222, None))
+        assert address == ("127.0.0.1", 1111)
+        assert timeout / 2 - 0.001 <= took < timeout  # 1 ms: the event loop's timer granularity
+
+    async def test_a_sentinel_answering_within_half_the_timeout_still_votes(self) -> None:
+        """The first answer does not decide: two sentinels answering 0.2 s later (within half of a 2 s
+        ``timeout``) outvote the fast one, and discovery ends once all have answered."""
+        address, took = await discover(2.0, FakeSentinel(1111, 0.0), FakeSentinel(2222, 0.2),
+                                       FakeSentinel(2222, 0.2))
+        assert address == ("127.0.0.1", 2222)
+        assert 0.2 <= took < 1.0
+
+
+class TestPingReply:
+    async def test_ping_answering_another_simple_string_is_protocol(self) -> None:
+        """A server answering ``PING`` with ``+HELLO`` (a proxy, a wrong port): ``protocol``, "PING did not
+        answer PONG"."""
+        async with HostileRedis("PING", "simple") as server:
+            check = RedisCheck(settings(redis_url=server.url).checks[0], 1.0)
+            try:
+                result = await check.run()
+            finally:
+                await check.close()
+        assert (result.ok, result.reason, result.detail) == (False, Reason.PROTOCOL, "PING did not answer PONG")
