@@ -89,9 +89,6 @@ class TestClusterInfoRefused:
         assert await cluster_reasons(redis) == [Reason.CLUSTER_DOWN] * 3
         assert await cluster_reasons(redis, "probe:probe-pass") == [None] * 3
 
-    @pytest.mark.xfail(strict=True, reason="code disagrees with design.md (issue 23): the check that learns "
-                       "cluster mode judges CLUSTER INFO in a second round trip (check.py) that never calls "
-                       "_degrade, and later checks no longer send it, so the refusal is never logged")
     async def test_cluster_info_refused_is_one_warning(
             self, redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture) -> None:
         """design.md: "``CLUSTER INFO`` refused (renamed, ACL) is not a failure: one warning"."""

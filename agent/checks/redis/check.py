@@ -208,7 +208,10 @@ class RedisCheck:
             self._wait = False  # WAIT failed where ROLE says master (a proxy, a variant): ROLE from now on
         if failure is None and self._cluster_learned and CLUSTER_INFO not in probe:
             # INFO just said cluster_enabled:1: one more round trip, so not even this check passes unjudged.
-            failure = self.topology.judge((await conn.pipeline(CLUSTER_INFO))[0])
+            reply = (await conn.pipeline(CLUSTER_INFO))[0]
+            failure = self.topology.judge(reply)
+            if unavailable(reply):  # refused on the check that learns cluster mode: the one warning is now
+                self._degrade(["CLUSTER"])
         if failure is None and self.probes:
             failure = await self.probes.run(conn, self._deadline)
         every = self.config.fresh_connection_interval
