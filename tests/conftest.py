@@ -29,7 +29,7 @@ SLOW_FILES = {
     "test_evidence_redis.py", "test_connection_model.py", "test_cloudrun.py", "test_failover.py",
     "test_lifecycle.py", "test_kube_wiring.py", "test_canary.py", "test_alerts.py", "test_logging_labels.py",
     "test_dns.py", "test_bench_reference.py", "test_watch.py", "test_kube_policy.py", "test_platform.py",
-    "test_interfaces.py", "test_bounded_reads.py", "test_config.py", "test_contract_process.py",
+    "test_interfaces.py", "test_bounded_reads.py", "test_config.py", "test_first_hour.py", "test_contract_process.py",
 }
 
 
