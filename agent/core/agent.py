@@ -125,7 +125,7 @@ class Agent:
                 pass
 
     async def _monitor_loop(self, name: str, check: WatchesConnection) -> None:
-        """Watch the held connection while the check passes; its loss is a failure and a re-check now.
+        """Watch the held connection while the check passes; its loss records nothing and asks a re-check now.
 
         Armed only after a successful check, and reset (to be re-armed after the next success) whenever a
         check fails: the check drops its connection after any failure, since after a blackhole or a pause it

@@ -126,7 +126,7 @@ class WatchesConnection(Protocol):
     async def wait_lost(self) -> None:
         """Return when the held connection to the dependency is lost.
 
-        Raise :class:`MonitorUnavailable` when it cannot be watched; the scheduler retries after the next
+        Raise :class:`MonitorUnavailable` when it cannot be watched; the agent's loop retries after the next
         successful check.
         """
         ...

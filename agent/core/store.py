@@ -75,7 +75,7 @@ class VerdictStore:
         self.listeners.append(listener)
 
     def verdict_of(self, name: str) -> CheckVerdict:
-        """The scheduler asks a check's verdict when to run next (a pure query)."""
+        """The agent's loop asks a check's verdict when to run next (a pure query)."""
         return self._records[name].verdict
 
     # ------------------------------------------------------------------------------------------ the writes
@@ -95,7 +95,7 @@ class VerdictStore:
             self._publish_change(Change(None, agent_change, result, flipped, self.snapshot))
 
     def set_monitor(self, name: str, up: bool) -> None:
-        """The scheduler reports whether the check's monitor connection is held."""
+        """The agent's loop reports whether the check's monitor connection is held."""
         self._records[name].monitor_up = up
         self.snapshot = self._take()
 

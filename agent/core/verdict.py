@@ -2,7 +2,7 @@
 
 Nothing here does I/O or reads a clock. Every method takes ``now`` (monotonic seconds) from the caller, so
 grace periods, thresholds, backoff and deadlines are tested exactly and instantly with a fake clock, and the
-scheduler feeds the same code with real time.
+agent's loop (core/agent.py) feeds the same code with real time.
 
 Two layers:
 
@@ -58,7 +58,7 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class Delay:
-    """When to check next, and the backoff step the scheduler passes back next time (None: no backoff)."""
+    """When to check next, and the backoff step the agent's loop passes back next time (None: no backoff)."""
 
     seconds: float
     backoff: float | None

@@ -11,7 +11,7 @@ URLs, hosts or error text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.checks import kind_gauges
-from agent.core.model import CheckResult, GaugeFamily, Reason, State
+from agent.core.model import CheckResult, Reason, State
 from agent.core.snapshot import AgentSnapshot
 from agent.core.store import Change
 from agent.logs.setup import dropped_total
@@ -74,10 +74,10 @@ class Metrics:
 class StateCollector(Collector):
     """State-derived gauges, read from the snapshot at scrape time."""
 
-    def __init__(self, snapshot: Snapshot, window: float, families: Sequence[GaugeFamily] = ()) -> None:
+    def __init__(self, snapshot: Snapshot, window: float) -> None:
         self.snapshot = snapshot
         self.window = window
-        self.families = tuple(families) or kind_gauges()
+        self.families = kind_gauges()
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()

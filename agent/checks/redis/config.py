@@ -1,7 +1,7 @@
 """A Redis check's configuration: the URL (plain, TLS or Sentinel) and the keys only a Redis check has.
 
 Import-light on purpose (no client, no I/O), so the configuration layer validates ``type: redis`` entries
-without loading the check; the check itself is checks/redis.py.
+without loading the check; the check itself is checks/redis/check.py.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class ConnectionWatch:
     async def wait_lost(self) -> None:
         """Return when the server ends the held connection; raise :class:`MonitorUnavailable` when none is held.
 
-        The scheduler calls it after a successful check and retries after the next one when it raises.
+        The agent's loop (core/agent.py) calls it after a successful check, and again after the next one when
+        it raises.
         """
         while True:
             conn = self._conn
