@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from agent.logs.labels import labels
 
 if TYPE_CHECKING:
     from agent.core.agent import Agent
+    from agent.core.model import Check
     from agent.gate.sync import GateConfig, PodGate
 
 EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
@@ -27,18 +30,20 @@ GATE_STOP_TIMEOUT = 2.0  # seconds for the gate's last write at exit, within the
 log = logging.getLogger("readiness_agent")
 
 
+def build_checks(settings: Settings, clock: Callable[[], float]) -> list[Check]:
+    """Every configured check, built by its kind's registry entry."""
+    from agent.checks import build_check
+
+    return [build_check(c, settings.timeout, clock) for c in settings.checks]
+
+
 def build_agent(settings: Settings, clock: Callable[[], float] | None = None,
                 rng: Callable[[], float] | None = None) -> Agent:
     """The running agent for ``settings``: its checks built from the registry, the clock and rng injected."""
-    import random
-    import time
-
-    from agent.checks import build_check
     from agent.core.agent import Agent
 
     clock = clock or time.monotonic
-    checks = [build_check(c, settings.timing.timeout, clock) for c in settings.checks]
-    return Agent(settings, checks, clock, rng or random.random)
+    return Agent(settings, build_checks(settings, clock), clock, rng or random.random)
 
 
 def warn_password_on_command_line(settings: Settings) -> bool:
@@ -185,9 +190,7 @@ async def _until_stopped(deadline: asyncio.Event, settings: Settings, signals: a
 
 async def check_once(settings: Settings) -> int:
     """One round of every check, concurrently; one line per check on stdout."""
-    from agent.checks import build_check
-
-    checks = [build_check(c, settings.timeout, _monotonic) for c in settings.checks]
+    checks = build_checks(settings, _monotonic)
     try:
         results = await asyncio.gather(*(c.run() for c in checks))
     finally:
